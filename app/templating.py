@@ -1,0 +1,21 @@
+"""Template helpers: the nav's accounts, dates, avatars."""
+from flask import url_for
+from flask_login import current_user
+
+
+def register(app):
+    @app.context_processor
+    def nav_context():
+        if not current_user.is_authenticated:
+            return {"nav_accounts": []}
+        from app.accounts.services import accounts_of
+
+        return {"nav_accounts": accounts_of(current_user)}
+
+    @app.template_filter("datetime")
+    def format_datetime(value, fmt="%a %d %b %Y, %H:%M UTC"):
+        return value.strftime(fmt) if value else ""
+
+    @app.template_global()
+    def avatar_url(user):
+        return url_for("media.file", key=user.avatar_key) if user.avatar_key else None
