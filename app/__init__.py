@@ -54,6 +54,7 @@ def _init_extensions(app):
     login_manager.login_view = "auth.login"
     login_manager.login_message = "Please sign in to continue."
     login_manager.login_message_category = "info"
+    login_manager.user_loader(lambda user_id: db.session.get(models.User, user_id))
     csrf.init_app(app)
     sock.init_app(app)
     redis.init_app(app)

@@ -14,9 +14,9 @@ seed = AppGroup("seed", help="Load data for development and benchmarks.")
 
 DEMO_ORG = "Northwind Live"
 DEMO_PEOPLE = [
-    ("organiser@eventuall.test", "Olivia Organiser", "Olivia"),
-    ("host@eventuall.test", "Hugo Host", "Hugo"),
-    ("fan@eventuall.test", "Fatima Fan", "Fatima"),
+    ("organiser@example.com", "Olivia Organiser", "Olivia"),
+    ("host@example.com", "Hugo Host", "Hugo"),
+    ("fan@example.com", "Fatima Fan", "Fatima"),
 ]
 
 

@@ -4,6 +4,7 @@ The platform we learn from shipped code before its migrations more than any othe
 mistake; here web and worker check both databases at start and stop with a clear
 message when either is not at the head revision.
 """
+import logging
 import os
 
 from alembic.config import Config
@@ -12,6 +13,7 @@ from alembic.script import ScriptDirectory
 
 from app.extensions import db
 
+logging.getLogger("alembic").setLevel(logging.WARNING)
 MIGRATIONS_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "migrations")
 
 

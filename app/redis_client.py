@@ -23,6 +23,14 @@ def embedded_redis_url(instance_path):
     return f"unix://{_embedded.socket_file}"
 
 
+def stop_embedded_redis():
+    """Shut the embedded server down now (test sessions), instead of at exit."""
+    global _embedded
+    if _embedded is not None:
+        _embedded._cleanup()
+        _embedded = None
+
+
 def connection_kwargs(url, ssl_cert_reqs):
     if url.startswith("rediss://"):
         return {"ssl_cert_reqs": {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL}

@@ -78,7 +78,7 @@ def send_email_code():
     except DomainError as exc:
         return _sign_in_page(exc.status, email_form=form, error=exc.message)
     db.session.commit()
-    queue_email(email, f"Your Eventuall code: {code}",
+    queue_email(email, "Your Eventuall sign-in code",
                 f"Your sign-in code is {code}\n\nIt works once, for "
                 f"{current_app.config['LOGIN_CODE_TTL_SECONDS'] // 60} minutes. "
                 "If you did not ask for it, you can ignore this message.")

@@ -33,7 +33,7 @@ class SmtpMailer:
             if self.username:
                 smtp.login(self.username, self.password)
             smtp.send_message(message)
-        log.info("e-mail sent to %s: %s", message["To"], message["Subject"])
+        log.info("e-mail sent to %s", message["To"])
 
 
 def init_app(app):

@@ -13,6 +13,6 @@ def queue_email(to, subject, text, html=None):
     """Enqueue after the commit. The description is what the worker logs: never the body."""
     return redis.queue().enqueue(
         send_email, to, subject, text, html,
-        description=f"send_email to {to}: {subject}",
+        description=f"send_email to {to}",
         retry=Retry(max=3, interval=[10, 60, 300]),
     )
