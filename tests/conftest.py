@@ -115,10 +115,22 @@ def clean_state(request):
         db.session.remove()
 
 
+@pytest.fixture(scope="session")
+def data_app(app, base_dir, smtp_server):
+    """A twin of `app` for reading and writing rows from the test itself.
+
+    Flask reuses an app context that is already pushed for the same app when the
+    test client makes a request, which would share `g` (CSRF token, signed-in
+    user) and the DB session between requests. A separate app object keeps them
+    apart.
+    """
+    return create_app("testing", **test_config(base_dir, smtp_server.port))
+
+
 @pytest.fixture
-def ctx(app):
+def ctx(data_app):
     """An app context for calling services and reading rows directly."""
-    with app.app_context():
+    with data_app.app_context():
         yield
         db.session.remove()
 

@@ -30,7 +30,8 @@ def dashboard():
 
 def _profile_page(status=200, form=None, avatar_form=None, saved=False, avatar_error=None):
     return render_page("accounts/profile.html", "accounts/_profile_form.html", status=status,
-                       form=form or ProfileForm(obj=current_user), avatar_form=avatar_form or AvatarForm(),
+                       form=form or ProfileForm(formdata=None, obj=current_user),
+                       avatar_form=avatar_form or AvatarForm(formdata=None),
                        saved=saved, avatar_error=avatar_error,
                        sign_ins=recent_sign_ins(current_user.id))
 
@@ -47,7 +48,7 @@ def update_profile():
         return _profile_page(422, form=form)
     services.update_profile(current_user, **form.profile_fields())
     db.session.commit()
-    return _profile_page(form=ProfileForm(obj=current_user), saved=True)
+    return _profile_page(form=ProfileForm(formdata=None, obj=current_user), saved=True)
 
 
 @bp.post("/profile/avatar")
@@ -94,11 +95,11 @@ def switch(account_id):
     return redirect_to(url_for("accounts.dashboard"))
 
 
-def _settings_page(account, status=200, form=None, owner_form=None, owner_error=None):
+def _settings_page(account, status=200, form=None, owner_form=None, owner_error=None, owner_notice=None):
     return render_page("accounts/settings.html", "accounts/_owners.html", status=status,
-                       account=account, form=form or AccountForm(obj=account),
-                       owner_form=owner_form or OwnerForm(), owner_error=owner_error,
-                       owners=services.owners_of(account))
+                       account=account, form=form or AccountForm(formdata=None, obj=account),
+                       owner_form=owner_form or OwnerForm(formdata=None), owner_error=owner_error,
+                       owner_notice=owner_notice, owners=services.owners_of(account))
 
 
 @bp.get("/accounts/<account_id>")
@@ -111,8 +112,7 @@ def rename(account_id):
     account = services.owned_account(current_user, account_id)
     form = AccountForm()
     if not form.validate_on_submit():
-        return render_template("accounts/settings.html", account=account, form=form,
-                               owner_form=OwnerForm(), owners=services.owners_of(account)), 422
+        return _settings_page(account, 422, form=form)
     services.rename_account(account, form.name.data.strip())
     db.session.commit()
     flash("The account is renamed.", "success")
@@ -135,8 +135,7 @@ def add_owner(account_id):
     queue_email(owner.email, f"You are now an owner of {account.name} on Eventuall",
                 f"{current_user.label} added you as an owner of {account.name}.\n\n"
                 f"Sign in with this address to manage it: {url_for('auth.login', _external=True)}")
-    flash(f"{owner.email} is now an owner.", "success")
-    return _settings_page(account)
+    return _settings_page(account, owner_notice=f"{owner.email} is now an owner.")
 
 
 @bp.post("/accounts/<account_id>/owners/<user_id>/remove")
@@ -151,5 +150,4 @@ def remove_owner(account_id, user_id):
     if user_id == current_user.id:
         flash(f"You are no longer an owner of {account.name}.", "info")
         return redirect_to(url_for("accounts.index"))
-    flash("The owner is removed.", "success")
-    return _settings_page(account)
+    return _settings_page(account, owner_notice="The owner is removed.")

@@ -182,7 +182,7 @@ def google_callback():
 @bp.post("/logout")
 @login_required
 def logout():
-    logout_user()
     session.clear()
+    logout_user()  # after clear(): it leaves the marker that deletes the remember-me cookie
     flash("You are signed out.", "info")
     return redirect_to(url_for("auth.login"))

@@ -82,15 +82,21 @@ def issue_email_code(email):
 
 
 def issue_sms_code(phone):
-    """Ask the SMS provider to send a code; our row tracks expiry and tries."""
+    """Ask the SMS provider to send a code; our row tracks expiry and tries.
+
+    The provider is called before any write, so a slow provider never holds a
+    database lock (on SQLite, the one writer lock).
+    """
+    try:
+        sms.start_verification(phone)
+    except sms.NumberRejected as exc:
+        raise SignInError(str(exc), 422) from None
+    except sms.SmsError as exc:
+        raise SignInError(str(exc), 503) from None
     _retire_open_codes(CodeChannel.SMS, phone)
     db.session.add(LoginCode(channel=CodeChannel.SMS, destination=phone,
                              expires_at=utcnow() + timedelta(seconds=current_app.config["LOGIN_CODE_TTL_SECONDS"])))
     db.session.flush()
-    try:
-        sms.start_verification(phone)
-    except sms.SmsError as exc:
-        raise SignInError(str(exc), 502) from None
 
 
 def check_code(channel, destination, code):
@@ -118,11 +124,16 @@ def check_code(channel, destination, code):
         .values(attempts=LoginCode.attempts + 1)
         .execution_options(synchronize_session=False)).rowcount
     if not counted:
-        raise SignInError(TOO_MANY_TRIES, 429)
+        db.session.refresh(login_code)  # a parallel request spent it, or used the last try
+        raise SignInError(EXPIRED_CODE if login_code.consumed_at else TOO_MANY_TRIES,
+                          400 if login_code.consumed_at else 429)
     if channel == CodeChannel.EMAIL:
         right = hmac.compare_digest(login_code.code_hash or "", _code_digest(login_code.id, code))
     else:
-        right = sms.check_verification(destination, code)
+        try:
+            right = sms.check_verification(destination, code)
+        except sms.SmsError as exc:
+            raise SignInError(str(exc), 503) from None
     if not right:
         raise SignInError(WRONG_CODE, 400)
     # Spend the code; a replay racing this one finds consumed_at set and loses.

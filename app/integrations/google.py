@@ -4,9 +4,9 @@ import logging
 from authlib.integrations.base_client.errors import OAuthError
 from authlib.integrations.flask_client import OAuth
 from flask import current_app
+from joserfc.errors import JoseError
 
 log = logging.getLogger(__name__)
-oauth = OAuth()
 
 
 class GoogleSignInError(Exception):
@@ -14,7 +14,9 @@ class GoogleSignInError(Exception):
 
 
 def init_app(app):
-    oauth.init_app(app)
+    # One registry per app: Authlib caches clients by name, so a shared registry would
+    # hand every later app in the process the first app's Google settings.
+    oauth = OAuth(app)
     if app.config.get("GOOGLE_CLIENT_ID"):
         oauth.register(
             "google",
@@ -26,19 +28,24 @@ def init_app(app):
         )
 
 
+def _client():
+    return current_app.extensions["authlib.integrations.flask_client"].google
+
+
 def is_enabled():
     return bool(current_app.config.get("GOOGLE_CLIENT_ID"))
 
 
 def authorize_redirect(redirect_uri):
-    return oauth.google.authorize_redirect(redirect_uri)
+    return _client().authorize_redirect(redirect_uri)
 
 
 def fetch_identity():
     """Finish the redirect: returns the verified id_token claims (sub, email, name...)."""
+    # JoseError: an id_token with a bad signature or claims (Authlib checks it with joserfc).
     try:
-        token = oauth.google.authorize_access_token()
-    except (OAuthError, ValueError) as exc:
+        token = _client().authorize_access_token()
+    except (OAuthError, JoseError, ValueError) as exc:
         log.info("Google sign-in failed: %s", exc.__class__.__name__)
         raise GoogleSignInError("Google sign-in did not complete. Please try again.") from None
     claims = token.get("userinfo")
