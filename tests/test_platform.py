@@ -12,6 +12,7 @@ from app import create_app
 from app.extensions import db
 from app.migrations_gate import SchemaBehind, check_schema_current
 from app.models import SignInEvent
+from tests.conftest import app_config
 
 
 def test_security_headers(client):
@@ -52,8 +53,7 @@ def test_405_for_the_wrong_method(client):
 
 
 def test_unexpected_error_is_a_clean_500_page_without_details(app, base_dir, smtp_server):
-    from tests.conftest import test_config
-    fresh = create_app("testing", **test_config(base_dir, smtp_server.port))
+    fresh = create_app("testing", **app_config(base_dir, smtp_server.port))
 
     @fresh.get("/_explode")
     def explode():
@@ -94,17 +94,15 @@ def test_production_refuses_a_missing_or_default_secret_key(monkeypatch, secret)
 
 
 def test_production_sets_hsts_and_secure_cookies(monkeypatch, app, base_dir, smtp_server):
-    from tests.conftest import test_config
     monkeypatch.setenv("SECRET_KEY", "p" * 64)
-    prod = create_app("production", **test_config(base_dir, smtp_server.port, SESSION_COOKIE_SECURE=True))
+    prod = create_app("production", **app_config(base_dir, smtp_server.port, SESSION_COOKIE_SECURE=True))
     response = prod.test_client().get("/auth/login")
     assert response.headers["Strict-Transport-Security"].startswith("max-age=")
     assert "Secure" in response.headers["Set-Cookie"]
 
 
 def test_migrations_gate_passes_at_head_and_stops_when_behind(app, base_dir, smtp_server):
-    from tests.conftest import test_config
-    gated = create_app("testing", **test_config(base_dir, smtp_server.port, CHECK_MIGRATIONS=True))
+    gated = create_app("testing", **app_config(base_dir, smtp_server.port, CHECK_MIGRATIONS=True))
     check_schema_current(gated)  # the suite's schema is at head
     with gated.app_context():
         engine = db.engines["live"]

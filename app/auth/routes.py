@@ -164,7 +164,11 @@ def _finish_sign_in(user, method):
 def google_login():
     if not google.is_enabled():
         raise DomainError("Google sign-in is not set up on this server.", 404)
-    return google.authorize_redirect(url_for("auth.google_callback", _external=True))
+    try:
+        return google.authorize_redirect(url_for("auth.google_callback", _external=True))
+    except google.GoogleSignInError as exc:
+        flash(str(exc), "error")
+        return redirect(url_for("auth.login"))
 
 
 @bp.get("/google/callback")

@@ -1,6 +1,7 @@
 """Google sign-in (OpenID Connect through Authlib), enabled by GOOGLE_CLIENT_ID."""
 import logging
 
+import requests
 from authlib.integrations.base_client.errors import OAuthError
 from authlib.integrations.flask_client import OAuth
 from flask import current_app
@@ -36,8 +37,15 @@ def is_enabled():
     return bool(current_app.config.get("GOOGLE_CLIENT_ID"))
 
 
+UNREACHABLE = "Google sign-in is not answering right now. Please try again, or use an e-mail code."
+
+
 def authorize_redirect(redirect_uri):
-    return _client().authorize_redirect(redirect_uri)
+    try:
+        return _client().authorize_redirect(redirect_uri)
+    except requests.RequestException as exc:  # discovery document unreachable
+        log.warning("Google discovery failed: %s", exc.__class__.__name__)
+        raise GoogleSignInError(UNREACHABLE) from None
 
 
 def fetch_identity():
@@ -48,6 +56,9 @@ def fetch_identity():
     except (OAuthError, JoseError, ValueError) as exc:
         log.info("Google sign-in failed: %s", exc.__class__.__name__)
         raise GoogleSignInError("Google sign-in did not complete. Please try again.") from None
+    except requests.RequestException as exc:  # token endpoint unreachable
+        log.warning("Google token exchange failed: %s", exc.__class__.__name__)
+        raise GoogleSignInError(UNREACHABLE) from None
     claims = token.get("userinfo")
     if not claims or not claims.get("sub"):
         raise GoogleSignInError("Google did not say who you are. Please try again.")
