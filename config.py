@@ -105,6 +105,7 @@ class Config:
     LIVEKIT_API_SECRET = os.environ.get("LIVEKIT_API_SECRET")
 
     HOLD_MINUTES = _int("HOLD_MINUTES", 10)
+    INVITATION_TTL_DAYS = _int("INVITATION_TTL_DAYS", 14)
 
     UPLOAD_DIR = os.environ.get("UPLOAD_DIR", str(INSTANCE_DIR / "uploads"))
     AVATAR_MAX_BYTES = _int("AVATAR_MAX_BYTES", 5 * 1024 * 1024)

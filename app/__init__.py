@@ -101,10 +101,14 @@ def _sqlite_pragmas(dbapi_connection, _record):
 def _register_blueprints(app):
     from app.accounts.routes import bp as accounts_bp
     from app.auth.routes import bp as auth_bp
+    from app.access.routes import bp as access_bp
     from app.events.routes import bp as events_bp
+    from app.manage import bp as manage_bp
     from app.media.routes import bp as media_bp
 
     app.register_blueprint(events_bp)
     app.register_blueprint(auth_bp, url_prefix="/auth")
     app.register_blueprint(accounts_bp)
     app.register_blueprint(media_bp, url_prefix="/media")
+    app.register_blueprint(manage_bp, url_prefix="/manage")
+    app.register_blueprint(access_bp)

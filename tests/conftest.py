@@ -22,7 +22,8 @@ from app.redis_client import stop_embedded_redis  # noqa: E402
 from tests.fakes.smtp import SmtpServer  # noqa: E402
 
 # Tables filled by migrations (reference data), kept between tests.
-SEEDED_TABLES = {"alembic_version", "alembic_version_live"}
+SEEDED_TABLES = {"alembic_version", "alembic_version_live",
+                 "permissions", "roles", "role_permissions", "role_inheritances"}
 
 
 def database_urls(base):
@@ -32,7 +33,7 @@ def database_urls(base):
     return url, live
 
 
-def test_config(base, smtp_port, **overrides):
+def app_config(base, smtp_port, **overrides):
     url, live = database_urls(base)
     return {
         "SQLALCHEMY_DATABASE_URI": url,
@@ -88,7 +89,7 @@ def base_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def app(base_dir, smtp_server):
-    app = create_app("testing", **test_config(base_dir, smtp_server.port))
+    app = create_app("testing", **app_config(base_dir, smtp_server.port))
     reset_schema(app)
     yield app
     with app.app_context():
@@ -124,7 +125,7 @@ def data_app(app, base_dir, smtp_server):
     user) and the DB session between requests. A separate app object keeps them
     apart.
     """
-    return create_app("testing", **test_config(base_dir, smtp_server.port))
+    return create_app("testing", **app_config(base_dir, smtp_server.port))
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 
+from app.access.services import events_of_user
 from app.accounts import services
 from app.accounts.forms import AccountForm, AvatarForm, OwnerForm, ProfileForm
 from app.auth.services import normalize_email, recent_sign_ins
@@ -25,7 +26,8 @@ def require_login():
 def dashboard():
     account = current_user.current_account
     events = events_of_account(account.id) if account else []
-    return render_template("accounts/dashboard.html", account=account, events=events)
+    return render_template("accounts/dashboard.html", account=account, events=events,
+                           my_events=events_of_user(current_user))
 
 
 def _profile_page(status=200, form=None, avatar_form=None, saved=False, avatar_error=None):

@@ -1,19 +1,14 @@
 """Accounts, their owners, and the user's own profile."""
 import secrets
-from io import BytesIO
 
 from flask import current_app
-from PIL import Image, ImageOps, UnidentifiedImageError
 from sqlalchemy import delete, exists, func, select
 
 from app.errors import DomainError, NotFound
 from app.extensions import db
+from app.images import resize_image
 from app.integrations import storage
 from app.models import Account, AccountKind, AccountOwner, User
-
-AVATAR_FORMATS = {"JPEG", "PNG", "GIF", "WEBP"}
-# A small file can still unpack into a huge bitmap; refuse before decoding.
-AVATAR_MAX_PIXELS = 40_000_000
 
 
 def create_personal_account(user):
@@ -130,33 +125,10 @@ def update_profile(user, **fields):
     db.session.flush()
 
 
-def resize_avatar(data: bytes) -> bytes:
-    """Check an uploaded image and turn it into a square WebP."""
-    size = current_app.config["AVATAR_SIZE"]
-    if not data:
-        raise DomainError("Choose an image to upload.", 422)
-    if len(data) > current_app.config["AVATAR_MAX_BYTES"]:
-        raise DomainError("That image is too large (5 MB at most).", 413)
-    try:
-        with Image.open(BytesIO(data)) as probe:
-            if probe.format not in AVATAR_FORMATS:
-                raise DomainError("Upload a JPEG, PNG, GIF or WebP image.", 415)
-            if probe.width * probe.height > AVATAR_MAX_PIXELS:
-                raise DomainError("That image has too many pixels.", 413)
-            probe.verify()
-        with Image.open(BytesIO(data)) as image:
-            image = ImageOps.exif_transpose(image).convert("RGB")
-            square = ImageOps.fit(image, (size, size), Image.Resampling.LANCZOS)
-            out = BytesIO()
-            square.save(out, "WEBP", quality=85)
-            return out.getvalue()
-    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError, ValueError):
-        raise DomainError("That file is not an image we can read.", 415) from None
-
-
 def set_avatar(user, data: bytes):
     """Store the new avatar; returns the key of the old one to delete after commit."""
-    image = resize_avatar(data)
+    size = current_app.config["AVATAR_SIZE"]
+    image = resize_image(data, max_bytes=current_app.config["AVATAR_MAX_BYTES"], size=(size, size))
     key = f"avatars/{user.id}-{secrets.token_hex(8)}.webp"
     storage.save(key, image)
     old_key, user.avatar_key = user.avatar_key, key

@@ -13,6 +13,7 @@ from flask import current_app
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
+from app.access.services import merge_pending_profiles
 from app.accounts.services import create_personal_account
 from app.errors import DomainError
 from app.extensions import db
@@ -164,7 +165,9 @@ def find_or_create_user(email=None, phone=None, name=None):
 
 
 def complete_sign_in(user):
-    """First sign-in gets a personal account; every sign-in is stamped."""
+    """First sign-in gets a personal account and whatever was waiting for this
+    e-mail or phone (pending profiles: invitations, imported orders)."""
+    merge_pending_profiles(user)
     if user.current_account_id is None:
         account = create_personal_account(user)
         user.current_account = account

@@ -1,11 +1,24 @@
-"""The public side: home page with upcoming events."""
-from flask import Blueprint, render_template
+"""The public side: home page and event pages."""
+from zoneinfo import ZoneInfo
 
-from app.events.services import upcoming_events
+from flask import Blueprint, render_template
+from flask_login import current_user
+
+from app.events import services
 
 bp = Blueprint("events", __name__)
 
 
 @bp.get("/")
 def home():
-    return render_template("events/home.html", events=upcoming_events())
+    return render_template("events/home.html", events=services.upcoming_events())
+
+
+@bp.get("/events/<event_id>")
+def detail(event_id):
+    event = services.visible_event(event_id, current_user)
+    zone = ZoneInfo(event.timezone)
+    return render_template("events/detail.html", event=event,
+                           starts_local=event.starts_at.astimezone(zone),
+                           ends_local=event.ends_at.astimezone(zone),
+                           rooms=services.enterable_rooms(event, current_user))

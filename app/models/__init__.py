@@ -1,10 +1,14 @@
 """All models, one module per domain."""
+from app.models.access import (AccessGrant, GrantSource, Invitation, PendingProfile, Permission, Role,
+                               RoleInheritance, RolePermission, participants_view)
 from app.models.accounts import Account, AccountKind, AccountOwner
-from app.models.events import Event, EventStatus
+from app.models.events import Event, EventStatus, Room, RoomKind, TicketType, TicketTypeRoom
 from app.models.live import SignInEvent
 from app.models.users import CodeChannel, LoginCode, User, UserProvider
 
 __all__ = [
-    "Account", "AccountKind", "AccountOwner", "CodeChannel", "Event", "EventStatus",
-    "LoginCode", "SignInEvent", "User", "UserProvider",
+    "AccessGrant", "Account", "AccountKind", "AccountOwner", "CodeChannel", "Event", "EventStatus",
+    "GrantSource", "Invitation", "LoginCode", "PendingProfile", "Permission", "Role", "RoleInheritance",
+    "RolePermission", "Room", "RoomKind", "SignInEvent", "TicketType", "TicketTypeRoom", "User",
+    "UserProvider", "participants_view",
 ]

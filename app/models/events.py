@@ -1,7 +1,7 @@
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import CheckConstraint, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import Boolean, CheckConstraint, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.extensions import db
@@ -37,3 +37,96 @@ class Event(db.Model):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
     account = relationship("Account")
+    rooms = relationship("Room", back_populates="event", order_by="Room.position",
+                         cascade="all, delete-orphan", passive_deletes=True)
+    ticket_types = relationship("TicketType", back_populates="event", order_by="TicketType.position",
+                                cascade="all, delete-orphan", passive_deletes=True)
+
+    @property
+    def main_room(self):
+        return next((room for room in self.rooms if room.is_main_room), None)
+
+
+class RoomKind(StrEnum):
+    MAIN = "main"
+    BACKSTAGE = "backstage"
+    BREAKOUT = "breakout"
+
+
+class Room(db.Model):
+    __tablename__ = "rooms"
+    __table_args__ = (
+        CheckConstraint(check_in("kind", list(RoomKind)), name="kind"),
+        CheckConstraint("capacity IS NULL OR capacity > 0", name="capacity"),
+        # At most one main room per event, enforced by the database.
+        Index("rooms_one_main_per_event_idx", "event_id", unique=True,
+              sqlite_where=text("is_main_room"), postgresql_where=text("is_main_room")),
+        Index("rooms_event_position_idx", "event_id", "position"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    event_id: Mapped[str] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(80))
+    kind: Mapped[str] = mapped_column(String(10), default=RoomKind.BREAKOUT)
+    livekit_room_name: Mapped[str] = mapped_column(String(64), unique=True, default=lambda: f"room-{new_id()}")
+    is_main_room: Mapped[bool] = mapped_column(Boolean, default=False)
+    capacity: Mapped[int | None] = mapped_column(Integer)
+    position: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    event = relationship("Event", back_populates="rooms")
+
+
+class TicketType(db.Model):
+    """A kind of ticket with its own capacity. `sold` and `held` are counters kept
+    by the sales services; the CHECK makes overselling impossible in the database."""
+
+    __tablename__ = "ticket_types"
+    __table_args__ = (
+        UniqueConstraint("event_id", "sku"),
+        CheckConstraint("price_cents >= 0", name="price"),
+        CheckConstraint("capacity >= 0 AND sold >= 0 AND held >= 0", name="counts"),
+        CheckConstraint("sold + held <= capacity", name="not_oversold"),
+        CheckConstraint("max_per_order >= 1", name="max_per_order"),
+        CheckConstraint("sales_starts_at IS NULL OR sales_ends_at IS NULL OR sales_ends_at > sales_starts_at",
+                        name="sales_window"),
+        Index("ticket_types_event_position_idx", "event_id", "position"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    event_id: Mapped[str] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(120))
+    description: Mapped[str] = mapped_column(Text, default="")
+    price_cents: Mapped[int] = mapped_column(Integer, default=0)
+    currency: Mapped[str] = mapped_column(String(3), default="EUR")
+    capacity: Mapped[int] = mapped_column(Integer)
+    sold: Mapped[int] = mapped_column(Integer, default=0)
+    held: Mapped[int] = mapped_column(Integer, default=0)
+    sales_starts_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    sales_ends_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    max_per_order: Mapped[int] = mapped_column(Integer, default=10)
+    is_upgrade: Mapped[bool] = mapped_column(Boolean, default=False)
+    sku: Mapped[str | None] = mapped_column(String(64))
+    position: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    event = relationship("Event", back_populates="ticket_types")
+    rooms = relationship("Room", secondary="ticket_type_rooms", order_by="Room.position")
+
+    @property
+    def is_free(self):
+        return self.price_cents == 0
+
+    @property
+    def available(self):
+        return max(self.capacity - self.sold - self.held, 0)
+
+
+class TicketTypeRoom(db.Model):
+    """The rooms a ticket type lets its holder into."""
+
+    __tablename__ = "ticket_type_rooms"
+
+    ticket_type_id: Mapped[str] = mapped_column(
+        ForeignKey("ticket_types.id", ondelete="CASCADE"), primary_key=True)
+    room_id: Mapped[str] = mapped_column(ForeignKey("rooms.id", ondelete="CASCADE"), primary_key=True, index=True)
