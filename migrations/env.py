@@ -166,6 +166,11 @@ def run_migrations_online():
     for name, rec in engines.items():
         engine = rec['engine']
         rec['connection'] = conn = engine.connect()
+        if engine.dialect.name == "sqlite":
+            # Batch migrations recreate tables; with foreign keys enforced, dropping
+            # the old copy would cascade-delete every child row.
+            conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            conn.commit()  # the pragma only takes outside a transaction
 
         if USE_TWOPHASE:
             rec['transaction'] = conn.begin_twophase()

@@ -4,6 +4,8 @@ from app.models.access import (AccessGrant, GrantSource, Invitation, PendingProf
 from app.models.accounts import Account, AccountKind, AccountOwner
 from app.models.events import Event, EventStatus, Room, RoomKind, TicketType, TicketTypeRoom
 from app.models.live import SignInEvent
+from app.models.orders import Order, OrderItem, OrderStatus, PaymentMethod, Retailer
+from app.models.sales import Hold, HoldStatus, Ticket, TicketStatus
 from app.models.users import CodeChannel, LoginCode, User, UserProvider
 
 __all__ = [
@@ -11,4 +13,6 @@ __all__ = [
     "GrantSource", "Invitation", "LoginCode", "PendingProfile", "Permission", "Role", "RoleInheritance",
     "RolePermission", "Room", "RoomKind", "SignInEvent", "TicketType", "TicketTypeRoom", "User",
     "UserProvider", "participants_view",
+    "Hold", "HoldStatus", "Order", "OrderItem", "OrderStatus", "PaymentMethod", "Retailer", "Ticket",
+    "TicketStatus",
 ]
