@@ -1,10 +1,10 @@
 """RQ worker with the scheduler: `python worker.py`."""
 import sys
-
-from rq import Worker
+import threading
 
 from app import create_app
 from app.extensions import redis
+from app.jobs.worker import AppWorker, start_periodic_sweeps
 from app.migrations_gate import SchemaBehind, check_schema_current
 
 
@@ -15,8 +15,13 @@ def main():
     except SchemaBehind as exc:
         sys.exit(str(exc))
     with app.app_context():
+        stop = threading.Event()
+        start_periodic_sweeps(stop)
         queues = [redis.queue(name) for name in app.config["RQ_QUEUES"]]
-        Worker(queues, connection=redis.client).work(with_scheduler=True)
+        try:
+            AppWorker(queues, connection=redis.client).work(with_scheduler=True)
+        finally:
+            stop.set()
 
 
 if __name__ == "__main__":

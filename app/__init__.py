@@ -100,6 +100,7 @@ def _sqlite_pragmas(dbapi_connection, _record):
 
 def _register_blueprints(app):
     from app.accounts.routes import bp as accounts_bp
+    from app.checkout import bp as checkout_bp
     from app.auth.routes import bp as auth_bp
     from app.access.routes import bp as access_bp
     from app.events.routes import bp as events_bp
@@ -112,3 +113,4 @@ def _register_blueprints(app):
     app.register_blueprint(media_bp, url_prefix="/media")
     app.register_blueprint(manage_bp, url_prefix="/manage")
     app.register_blueprint(access_bp)
+    app.register_blueprint(checkout_bp)

@@ -13,11 +13,11 @@ import pytest
 os.environ.setdefault("INSTANCE_PATH", tempfile.mkdtemp(prefix="eventuall-test-"))
 
 from flask_migrate import upgrade  # noqa: E402
-from rq import SimpleWorker  # noqa: E402
 from sqlalchemy import text  # noqa: E402
 
 from app import create_app  # noqa: E402
 from app.extensions import db, redis  # noqa: E402
+from app.jobs.worker import AppWorker  # noqa: E402
 from app.redis_client import stop_embedded_redis  # noqa: E402
 from tests.fakes.smtp import SmtpServer  # noqa: E402
 
@@ -152,7 +152,7 @@ def run_jobs(app):
     def run():
         with app.app_context():
             queues = [redis.queue(name) for name in app.config["RQ_QUEUES"]]
-            SimpleWorker(queues, connection=redis.client).work(burst=True)
+            AppWorker(queues, connection=redis.client).work(burst=True)
     return run
 
 
@@ -233,3 +233,44 @@ def owner_client(user_client, make_org):
     """An organisation owner: (client, user id, account id)."""
     client, user_id = user_client
     return client, user_id, make_org(user_id, name="Alice Productions")
+
+
+@pytest.fixture
+def make_event(data_app, make_user, make_org):
+    """Factory: an active event (main room + backstage) in a new or given account; returns its id."""
+    from datetime import timedelta
+
+    from app.models import Event, EventStatus, Room, RoomKind
+    from app.models.base import utcnow
+
+    def make(status=EventStatus.ACTIVE, account_id=None, name="Launch Night", timezone="UTC",
+             starts_in=timedelta(days=3), **fields):
+        with data_app.app_context():
+            starts = (utcnow() + starts_in).replace(microsecond=0)
+            event = Event(account_id=account_id or make_org(make_user()), slug=os.urandom(4).hex(), name=name,
+                          status=status, starts_at=starts, ends_at=starts + timedelta(hours=2),
+                          timezone=timezone, **fields)
+            event.rooms = [Room(name="Main stage", kind=RoomKind.MAIN, is_main_room=True, position=0),
+                           Room(name="Backstage", kind=RoomKind.BACKSTAGE, position=1)]
+            db.session.add(event)
+            db.session.commit()
+            return event.id
+    return make
+
+
+@pytest.fixture
+def make_ticket_type(data_app):
+    """Factory: a ticket type granting the event's main room; returns its id."""
+    from app.models import Event, TicketType
+
+    def make(event_id, capacity=50, price_cents=0, max_per_order=10, **fields):
+        with data_app.app_context():
+            event = db.session.get(Event, event_id)
+            ticket_type = TicketType(event_id=event_id, name=fields.pop("name", "General admission"),
+                                     capacity=capacity, price_cents=price_cents, max_per_order=max_per_order,
+                                     **fields)
+            ticket_type.rooms = [event.main_room]
+            db.session.add(ticket_type)
+            db.session.commit()
+            return ticket_type.id
+    return make

@@ -12,23 +12,6 @@ from app.models.base import utcnow
 from tests.conftest import post
 
 
-@pytest.fixture
-def make_event(ctx, make_user, make_org):
-    """Factory: an event with a main room and a backstage; returns its id."""
-    def make(status=EventStatus.ACTIVE, account_id=None, name="Launch Night", timezone="Europe/London"):
-        account_id = account_id or make_org(make_user())
-        starts = (utcnow() + timedelta(days=3)).replace(hour=18, minute=0, second=0, microsecond=0)
-        event = Event(account_id=account_id, slug=name.lower().replace(" ", "-"), name=name, status=status,
-                      description="Music\nand talk", starts_at=starts, ends_at=starts + timedelta(hours=2),
-                      timezone=timezone)
-        event.rooms = [Room(name="Main stage", kind=RoomKind.MAIN, is_main_room=True, position=0),
-                       Room(name="Backstage", kind=RoomKind.BACKSTAGE, position=1)]
-        db.session.add(event)
-        db.session.commit()
-        return event.id
-    return make
-
-
 def test_active_event_is_public_with_both_time_zones(client, make_event):
     event_id = make_event(timezone="America/New_York")
     with client.application.app_context():

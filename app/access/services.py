@@ -9,8 +9,8 @@ import secrets
 from datetime import timedelta
 
 from flask import current_app, g
-from sqlalchemy import delete, event as sa_event, exists, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import and_, delete, event as sa_event, exists, func, or_, select, update
+from sqlalchemy.orm import Session, selectinload
 
 from app.errors import DomainError, Forbidden, NotFound
 from app.extensions import db, redis
@@ -59,7 +59,9 @@ def add_role_inheritance(role_id, inherits_id):
         raise DomainError("A role cannot inherit from itself, directly or through others.", 422)
     db.session.add(RoleInheritance(role_id=role_id, inherits_id=inherits_id))
     db.session.flush()
+    # Both memos derive from the inheritance graph; the rest of the request must see the change.
     g.pop("role_permissions", None)
+    g.pop("event_permissions", None)
 
 
 def _inherits(role_id, ancestor_id):
@@ -215,6 +217,10 @@ def revoke_grant(event, grant_id, revoked_by):
     _require_grantable(revoked_by, event, grant.role_id)
     if grant.user_id == revoked_by.id and not owns_account(revoked_by, event.account_id):
         raise DomainError("You cannot revoke your own access; ask another organiser.", 422)
+    # An unused invitation behind the grant would otherwise hand the role straight back.
+    db.session.execute(update(Invitation).where(
+        Invitation.grant_id == grant.id, Invitation.accepted_at.is_(None), Invitation.revoked_at.is_(None))
+        .values(revoked_at=utcnow()).execution_options(synchronize_session=False))
     db.session.delete(grant)
     db.session.flush()
     mark_participants_changed(event.id)
@@ -287,11 +293,48 @@ def invite(event, invited_by, role_id, *, email=None, phone=None, room_id=None):
                             token_hash=_token_hash(token), invited_by_id=invited_by.id,
                             expires_at=utcnow() + timedelta(days=current_app.config["INVITATION_TTL_DAYS"]))
     db.session.add(invitation)
+    db.session.flush()  # gives the invitation its id, which the grant records as its source
     grant = grant_role(event, role_id, user=user, pending_profile=profile, room_id=room_id,
                        source=GrantSource.INVITATION, source_ref=invitation.id, granted_by=invited_by)
     invitation.grant_id = grant.id
     db.session.flush()
     return invitation, token
+
+
+INVITATION_STATUSES = ("pending", "accepted", "expired", "revoked")
+
+
+def _invitation_status_is(status, now):
+    """SQL twin of Invitation.status()."""
+    open_ = (Invitation.revoked_at.is_(None), Invitation.accepted_at.is_(None))
+    return {
+        "revoked": Invitation.revoked_at.is_not(None),
+        "accepted": and_(Invitation.revoked_at.is_(None), Invitation.accepted_at.is_not(None)),
+        "expired": and_(*open_, Invitation.expires_at <= now),
+        "pending": and_(*open_, Invitation.expires_at > now),
+    }[status]
+
+
+def list_invitations(event, query="", status=None, page=1, page_size=20):
+    """(one page of the event's invitations, newest first; their total; the page shown,
+    which is the last one when `page` is past the end).
+
+    `query` matches the e-mail or phone; `status` is one of INVITATION_STATUSES.
+    """
+    conditions = [Invitation.event_id == event.id]
+    if query:
+        contact = func.lower(func.coalesce(Invitation.email, "") + " " + func.coalesce(Invitation.phone, ""))
+        conditions.append(contact.contains(query.lower(), autoescape=True))
+    if status:
+        conditions.append(_invitation_status_is(status, utcnow()))
+    total = db.session.scalar(select(func.count()).select_from(Invitation).where(*conditions))
+    page = min(page, max((total + page_size - 1) // page_size, 1))
+    invitations = db.session.scalars(
+        select(Invitation).where(*conditions)
+        .options(selectinload(Invitation.role), selectinload(Invitation.room), selectinload(Invitation.invited_by))
+        .order_by(Invitation.created_at.desc(), Invitation.id)
+        .limit(page_size).offset((page - 1) * page_size)).all()
+    return invitations, total, page
 
 
 def invitation_by_token(token):
@@ -333,8 +376,10 @@ def accept_invitation(token, user):
         grant = grant_role(invitation.event, invitation.role_id, user=user, room_id=invitation.room_id,
                            source=GrantSource.INVITATION, source_ref=invitation.id)
     elif grant.pending_profile_id is not None:
-        profile = db.session.get(PendingProfile, grant.pending_profile_id)
-        _move_grants(profile, user)
+        # Only this invitation's grant: the link is not a claim on everything else the
+        # profile holds (other invitations, tickets); those wait for its e-mail or phone.
+        grant.user_id, grant.pending_profile_id = user.id, None
+        mark_participants_changed(grant.event_id)
     db.session.flush()
     db.session.refresh(invitation)
     return invitation
@@ -351,7 +396,10 @@ def revoke_invitation(event, invitation_id, revoked_by):
         return invitation
     invitation.revoked_at = utcnow()
     if invitation.grant_id:
-        db.session.execute(delete(AccessGrant).where(AccessGrant.id == invitation.grant_id))
+        # A repeated invitation reuses the grant an earlier one created (grant_role is
+        # idempotent): only a grant this invitation made goes with it.
+        db.session.execute(delete(AccessGrant).where(AccessGrant.id == invitation.grant_id,
+                                                     AccessGrant.source_ref == invitation.id))
         invitation.grant_id = None
         mark_participants_changed(event.id)
     db.session.flush()

@@ -21,4 +21,12 @@ def detail(event_id):
     return render_template("events/detail.html", event=event,
                            starts_local=event.starts_at.astimezone(zone),
                            ends_local=event.ends_at.astimezone(zone),
-                           rooms=services.enterable_rooms(event, current_user))
+                           rooms=services.enterable_rooms(event, current_user),
+                           ticket_types=services.ticket_types_on_sale(event))
+
+
+@bp.get("/events/<event_id>/availability")
+def availability(event_id):
+    """Out-of-band swaps for the ticket panel's live availability."""
+    event = services.visible_event(event_id, current_user)
+    return render_template("events/_availabilities.html", ticket_types=services.ticket_types_on_sale(event))

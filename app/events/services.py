@@ -27,5 +27,15 @@ def visible_event(event_id, user):
     return event
 
 
+def ticket_types_on_sale(event, now=None):
+    """Ticket types whose sales window is open now, in the organiser's order."""
+    now = now or utcnow()
+    if event.status != EventStatus.ACTIVE:
+        return []
+    return [t for t in event.ticket_types
+            if (t.sales_starts_at is None or t.sales_starts_at <= now)
+            and (t.sales_ends_at is None or now < t.sales_ends_at)]
+
+
 def enterable_rooms(event, user):
     return [room for room in event.rooms if can(user, "room.join", event, room.id)]

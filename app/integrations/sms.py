@@ -1,7 +1,9 @@
-"""SMS sign-in codes: Twilio Verify when configured, else a console adapter.
+"""Text messages: sign-in codes (Twilio Verify) and plain texts such as invitation
+links (Twilio Messages), each with a console adapter for development.
 
-Both follow Verify's contract: `start(phone)` sends a code, `check(phone, code)`
-says whether it is right. The code itself never reaches our database.
+Verifiers follow Verify's contract: `start(phone)` sends a code, `check(phone, code)`
+says whether it is right. The code itself never reaches our database. Texters
+have `send(phone, body)`; only the console one writes the body to the log.
 """
 import hashlib
 import hmac
@@ -53,28 +55,45 @@ class ConsoleSmsVerifier:
         return True
 
 
-class TwilioVerifier:
-    def __init__(self, account_sid, auth_token, service_sid, base_url=None):
-        from requests import RequestException
-        from twilio.base.exceptions import TwilioException
-        from twilio.http.http_client import TwilioHttpClient
-        from twilio.rest import Client
+class ConsoleTexter:
+    """Development stand-in for Twilio Messages: the text goes to the log."""
 
-        self.client = Client(account_sid, auth_token,
-                             http_client=TwilioHttpClient(timeout=TWILIO_TIMEOUT_SECONDS))
-        if base_url:
-            self.client.verify.base_url = base_url
-        self.service_sid = service_sid
-        # Network failures surface from requests, not as Twilio errors.
-        self.errors = (TwilioException, RequestException)
+    def send(self, phone, body):
+        log.info("SMS (console adapter) to %s: %s", phone, body)
+
+
+def twilio_client(account_sid, auth_token, base_url=None):
+    """One SDK client for Verify and Messages; base_url points both at a fake in tests."""
+    from twilio.http.http_client import TwilioHttpClient
+    from twilio.rest import Client
+
+    client = Client(account_sid, auth_token, http_client=TwilioHttpClient(timeout=TWILIO_TIMEOUT_SECONDS))
+    if base_url:
+        client.verify.base_url = base_url
+        client.api.base_url = base_url
+    return client
+
+
+def _twilio_errors():
+    from requests import RequestException
+    from twilio.base.exceptions import TwilioException
+
+    # Network failures surface from requests, not as Twilio errors.
+    return TwilioException, RequestException
+
+
+def _describe(exc):
+    """Status and Twilio error code for the log; never the message, which echoes input."""
+    return getattr(exc, "status", type(exc).__name__), getattr(exc, "code", None)
+
+
+class TwilioVerifier:
+    def __init__(self, client, service_sid):
+        self.client, self.service_sid = client, service_sid
+        self.errors = _twilio_errors()
 
     def _service(self):
         return self.client.verify.v2.services(self.service_sid)
-
-    @staticmethod
-    def _describe(exc):
-        """Status and Twilio error code for the log; never the message, which echoes input."""
-        return getattr(exc, "status", type(exc).__name__), getattr(exc, "code", None)
 
     def start(self, phone):
         try:
@@ -83,10 +102,10 @@ class TwilioVerifier:
             # 400 is Twilio judging the number (60200 invalid, 60205 landline, ...);
             # anything else (401, 404 service, 429, 5xx, network) is ours or theirs to fix.
             if getattr(exc, "status", None) == 400:
-                log.info("Twilio Verify will not text %s: HTTP %s, error %s", phone, *self._describe(exc))
+                log.info("Twilio Verify will not text %s: HTTP %s, error %s", phone, *_describe(exc))
                 raise NumberRejected("We could not send a text message to that number. "
                                      "Check it and try again.") from None
-            log.error("Twilio Verify could not send a code: HTTP %s, error %s", *self._describe(exc))
+            log.error("Twilio Verify could not send a code: HTTP %s, error %s", *_describe(exc))
             raise SmsUnavailable("We could not send a text message right now. "
                                  "Please try again in a few minutes.") from None
 
@@ -97,24 +116,48 @@ class TwilioVerifier:
             # 404: Verify no longer has the verification (approved, expired, spent);
             # 60202: it took its maximum of checks. Either way this code cannot work.
             if getattr(exc, "status", None) in (400, 404) or getattr(exc, "code", None) == 60202:
-                log.info("Twilio Verify check refused for %s: HTTP %s, error %s", phone, *self._describe(exc))
+                log.info("Twilio Verify check refused for %s: HTTP %s, error %s", phone, *_describe(exc))
                 return False
-            log.error("Twilio Verify could not check a code: HTTP %s, error %s", *self._describe(exc))
+            log.error("Twilio Verify could not check a code: HTTP %s, error %s", *_describe(exc))
             raise SmsUnavailable("We could not check your code right now. "
                                  "Please try again in a minute.") from None
         return result.status == "approved"
+
+
+class TwilioTexter:
+    """Twilio Messages API: a plain text from our number (TWILIO_SMS_FROM)."""
+
+    def __init__(self, client, sender):
+        self.client, self.sender = client, sender
+        self.errors = _twilio_errors()
+
+    def send(self, phone, body):
+        try:
+            self.client.messages.create(to=phone, from_=self.sender, body=body)
+        except self.errors as exc:
+            # The body may hold an invitation link: it stays out of the log and the error.
+            if getattr(exc, "status", None) == 400:
+                log.info("Twilio Messages will not text %s: HTTP %s, error %s", phone, *_describe(exc))
+                raise NumberRejected("We could not send a text message to that number.") from None
+            log.error("Twilio Messages could not send a text: HTTP %s, error %s", *_describe(exc))
+            raise SmsUnavailable("We could not send a text message right now.") from None
 
 
 def init_app(app):
     from app.extensions import redis
 
     config = app.config
-    if config.get("TWILIO_ACCOUNT_SID") and config.get("TWILIO_VERIFY_SERVICE_SID"):
-        verifier = TwilioVerifier(config["TWILIO_ACCOUNT_SID"], config["TWILIO_AUTH_TOKEN"],
-                                  config["TWILIO_VERIFY_SERVICE_SID"], config.get("TWILIO_API_BASE_URL"))
+    client = None
+    if config.get("TWILIO_ACCOUNT_SID"):
+        client = twilio_client(config["TWILIO_ACCOUNT_SID"], config["TWILIO_AUTH_TOKEN"],
+                               config.get("TWILIO_API_BASE_URL"))
+    if client and config.get("TWILIO_VERIFY_SERVICE_SID"):
+        verifier = TwilioVerifier(client, config["TWILIO_VERIFY_SERVICE_SID"])
     else:
         verifier = ConsoleSmsVerifier(redis, config["SECRET_KEY"], config["LOGIN_CODE_TTL_SECONDS"])
     app.extensions["sms_verifier"] = verifier
+    app.extensions["sms_texter"] = (TwilioTexter(client, config["TWILIO_SMS_FROM"])
+                                    if client and config.get("TWILIO_SMS_FROM") else ConsoleTexter())
 
 
 def start_verification(phone):
@@ -123,3 +166,8 @@ def start_verification(phone):
 
 def check_verification(phone, code):
     return current_app.extensions["sms_verifier"].check(phone, code)
+
+
+def send_text(phone, body):
+    """Send a text now. Also the RQ job behind queued texts (it runs in an app context)."""
+    current_app.extensions["sms_texter"].send(phone, body)

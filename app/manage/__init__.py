@@ -3,4 +3,4 @@ from flask import Blueprint
 
 bp = Blueprint("manage", __name__)
 
-from app.manage import routes, team  # noqa: E402,F401  (routes register on bp)
+from app.manage import checkin, orders, routes, team  # noqa: E402,F401  (routes register on bp)

@@ -69,6 +69,7 @@ class Ticket(db.Model):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     order = relationship("Order", back_populates="tickets")
+    order_item = relationship("OrderItem")
     ticket_type = relationship("TicketType")
     event = relationship("Event")
     holder = relationship("User", foreign_keys=[holder_user_id])

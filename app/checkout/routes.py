@@ -1,0 +1,77 @@
+"""Buying tickets: hold seats, confirm (free, pay later, Stripe), see the order."""
+import secrets
+
+from flask import flash, redirect, render_template, request, url_for
+from flask_login import current_user, login_required
+
+from app.checkout import bp, services
+from app.checkout.jobs import schedule_hold_expiry
+from app.errors import DomainError, NotFound
+from app.extensions import db
+from app.htmx import redirect_to
+from app.jobs.email import queue_email
+from app.models import HoldStatus, Order, PaymentMethod
+from app.models.base import utcnow
+
+@bp.post("/checkout/hold")
+@login_required
+def hold():
+    hold = services.hold_seats(current_user, request.form.get("ticket_type_id"), request.form.get("quantity"))
+    db.session.commit()
+    schedule_hold_expiry(hold)
+    return redirect_to(url_for("checkout.show", hold_id=hold.id))
+
+
+@bp.get("/checkout/<hold_id>")
+@login_required
+def show(hold_id):
+    hold = services.own_hold(current_user, hold_id)
+    if hold.status == HoldStatus.CONFIRMED:
+        order = db.session.query(Order).join(Order.items).filter_by(hold_id=hold.id).first()
+        if order:
+            return redirect(url_for("checkout.order", order_id=order.id))
+    seconds_left = max(int((hold.expires_at - utcnow()).total_seconds()), 0)
+    return render_template("checkout/show.html", hold=hold, ticket_type=hold.ticket_type, event=hold.event,
+                           seconds_left=seconds_left, active=hold.status == HoldStatus.ACTIVE and seconds_left > 0,
+                           idempotency_key=secrets.token_urlsafe(16))
+
+
+@bp.post("/checkout/<hold_id>/confirm")
+@login_required
+def confirm(hold_id):
+    method = request.form.get("payment_method")
+    if method not in (PaymentMethod.FREE, PaymentMethod.PAY_LATER):
+        raise DomainError("Choose how you want to pay.", 422)
+    key = (request.form.get("idempotency_key") or "")[:64] or None
+    order = services.confirm_hold(current_user, hold_id, key, method)
+    db.session.commit()
+    _send_confirmation(order)
+    return redirect_to(url_for("checkout.order", order_id=order.id))
+
+
+def _send_confirmation(order):
+    if not order.buyer_email:
+        return
+    link = url_for("checkout.order", order_id=order.id, _external=True)
+    queue_email(order.buyer_email, f"Your tickets for {order.event.name} ({order.number})",
+                f"Order {order.number}: {len(order.tickets)} ticket(s) for {order.event.name}.\n\n"
+                f"Your tickets, with their QR codes: {link}\n")
+
+
+@bp.post("/checkout/<hold_id>/release")
+@login_required
+def release(hold_id):
+    hold = services.own_hold(current_user, hold_id)
+    services.release_hold(hold.id)
+    db.session.commit()
+    flash("Your reservation is cancelled and the seats are released.", "info")
+    return redirect_to(url_for("events.detail", event_id=hold.event_id))
+
+
+@bp.get("/orders/<order_id>")
+@login_required
+def order(order_id):
+    order = db.session.get(Order, order_id)
+    if order is None or order.user_id != current_user.id:
+        raise NotFound("There is no such order.")
+    return render_template("checkout/order.html", order=order)
