@@ -92,12 +92,20 @@ class Config:
     TWILIO_AUTH_TOKEN = os.environ.get("TWILIO_AUTH_TOKEN")
     TWILIO_VERIFY_SERVICE_SID = os.environ.get("TWILIO_VERIFY_SERVICE_SID")
     TWILIO_API_BASE_URL = os.environ.get("TWILIO_API_BASE_URL")  # tests point it at a fake
+    # Our sending number (E.164) for plain texts such as invitation links; without it
+    # those texts go to the log.
+    TWILIO_SMS_FROM = os.environ.get("TWILIO_SMS_FROM")
 
     # Google sign-in appears when GOOGLE_CLIENT_ID is set.
     GOOGLE_CLIENT_ID = os.environ.get("GOOGLE_CLIENT_ID")
     GOOGLE_CLIENT_SECRET = os.environ.get("GOOGLE_CLIENT_SECRET")
     GOOGLE_DISCOVERY_URL = os.environ.get(
         "GOOGLE_DISCOVERY_URL", "https://accounts.google.com/.well-known/openid-configuration")
+
+    # Stripe Checkout for paid tickets; without the secret key no card payment is offered.
+    STRIPE_SECRET_KEY = os.environ.get("STRIPE_SECRET_KEY")
+    STRIPE_WEBHOOK_SECRET = os.environ.get("STRIPE_WEBHOOK_SECRET")  # whsec_..., checks Stripe-Signature
+    STRIPE_API_BASE = os.environ.get("STRIPE_API_BASE")  # tests point it at a fake
 
     # LiveKit (rooms, later issues)
     LIVEKIT_URL = os.environ.get("LIVEKIT_URL")
@@ -133,6 +141,7 @@ class TestingConfig(Config):
     MAIL_SERVER = None
     GOOGLE_CLIENT_ID = None
     TWILIO_ACCOUNT_SID = None
+    STRIPE_SECRET_KEY = None
     CHECK_MIGRATIONS = False  # the suite builds the schema itself, through the migrations
 
 

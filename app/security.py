@@ -3,7 +3,10 @@ from urllib.parse import urlsplit
 
 
 def content_security_policy(app):
-    """Only what we serve ourselves, plus the LiveKit server for media sockets."""
+    """Only what we serve ourselves, plus the LiveKit server for media sockets and,
+    with Stripe, its checkout page (a form redirected there must be allowed)."""
+    form_action = "form-action 'self' https://checkout.stripe.com" if app.config.get(
+        "STRIPE_SECRET_KEY") else "form-action 'self'"
     connect = ["'self'"]
     livekit = app.config.get("LIVEKIT_URL")
     if livekit:
@@ -20,7 +23,7 @@ def content_security_policy(app):
         "font-src 'self'",
         "object-src 'none'",
         "base-uri 'self'",
-        "form-action 'self'",
+        form_action,
         "frame-ancestors 'none'",
     ])
 

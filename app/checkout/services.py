@@ -6,8 +6,10 @@ and a CHECK constraint refuses any row that would break it. Hold transitions are
 conditional on the hold's current status, so a hold is released or confirmed at
 most once, whatever runs at the same time (an expiry job, the sweep, the buyer).
 """
+import logging
 import secrets
 from datetime import timedelta
+from zoneinfo import ZoneInfo
 
 from flask import current_app
 from sqlalchemy import select, update
@@ -16,9 +18,12 @@ from sqlalchemy.exc import IntegrityError
 from app.access.services import grant_role
 from app.errors import DomainError, NotFound
 from app.extensions import db
+from app.integrations import stripe
 from app.models import (EventStatus, GrantSource, Hold, HoldStatus, Order, OrderItem, OrderStatus,
-                        PaymentMethod, Retailer, Ticket, TicketStatus, TicketType)
+                        PaymentMethod, Retailer, Ticket, TicketStatus, TicketType, User)
 from app.models.base import utcnow
+
+log = logging.getLogger(__name__)
 
 ORDER_NUMBER_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I to misread at the door
 ATTENDEE_ROLE = "attendee"
@@ -164,6 +169,12 @@ def confirm_hold(user, hold_id, idempotency_key, payment_method, now=None, strip
         update(TicketType).where(TicketType.id == ticket_type.id)
         .values(held=TicketType.held - hold.quantity, sold=TicketType.sold + hold.quantity)
         .execution_options(synchronize_session=False))
+    return _issue_order(user, hold, payment_method, idempotency_key, stripe_session_id, now)
+
+
+def _issue_order(user, hold, payment_method, idempotency_key, stripe_session_id, now):
+    """The order, its tickets and (when paid) access, for a hold whose seats are already sold."""
+    ticket_type = hold.ticket_type
     paid = payment_method in (PaymentMethod.FREE, PaymentMethod.STRIPE)
     order = Order(number=_order_number(), event_id=hold.event_id, user_id=user.id, retailer=Retailer.DIRECT,
                   status=OrderStatus.PAID if paid else OrderStatus.PENDING, payment_method=payment_method,
@@ -199,6 +210,147 @@ def grant_order_access(order):
                        source=GrantSource.TICKET, source_ref=order.id)
 
 
+# Card payment (Stripe Checkout) ----------------------------------------------
+
+# Stripe refuses a Checkout Session that ends less than 30 minutes after it is
+# created; the extra minute covers our clock and Stripe's disagreeing.
+CARD_PAYMENT_MINUTES = 31
+# The completed webhook can land shortly after the session ends: the seats wait for it.
+WEBHOOK_GRACE = timedelta(minutes=5)
+
+
+def card_payment_key(hold):
+    """The order's idempotency key for a card payment: one hold, at most one order."""
+    return f"stripe-{hold.id}"
+
+
+def extend_hold(hold_id, until, now=None):
+    """Keep an active hold that is not yet due until `until`. Returns True when it was extended."""
+    now = now or utcnow()
+    return bool(db.session.execute(
+        update(Hold).where(Hold.id == hold_id, Hold.status == HoldStatus.ACTIVE, Hold.expires_at > now)
+        .values(expires_at=until)
+        .execution_options(synchronize_session=False)).rowcount)
+
+
+def start_card_payment(user, hold_id, success_url, cancel_url, now=None):
+    """Open the hold's Stripe Checkout session and keep the seats for as long as it is open.
+
+    Every parameter derives from the hold (the session ends a fixed time after the
+    hold began), so a second click repeats the same request under the same
+    Idempotency-Key and Stripe hands back the same session: one payment page per
+    hold. Returns (hold, session); the caller commits, then reschedules the expiry.
+    """
+    now = now or utcnow()
+    hold = own_hold(user, hold_id)
+    ticket_type = hold.ticket_type
+    if ticket_type.is_free:
+        raise DomainError("This ticket is free: there is nothing to pay.", 422)
+    gone = HoldGone("Your reservation has expired and the seats were released. Please choose again.")
+    if hold.status != HoldStatus.ACTIVE or hold.expires_at <= now:
+        raise gone
+    ends_at = hold.created_at + timedelta(
+        minutes=current_app.config["HOLD_MINUTES"] + CARD_PAYMENT_MINUTES)
+    session = stripe.create_checkout_session(
+        name=f"{hold.event.name}: {ticket_type.name}", unit_amount=ticket_type.price_cents,
+        currency=ticket_type.currency, quantity=hold.quantity, customer_email=user.email,
+        success_url=success_url, cancel_url=cancel_url, expires_at=ends_at,
+        metadata={"hold_id": hold.id, "user_id": user.id, "idempotency_key": card_payment_key(hold)},
+        idempotency_key=f"eventuall-checkout-{hold.id}")
+    # The seats must outlast the payment page, or a buyer could pay for seats just released.
+    if not extend_hold(hold.id, session.expires_at + WEBHOOK_GRACE, now):
+        raise gone  # it ran out while Stripe answered; the unused session simply expires
+    return hold, session
+
+
+def complete_card_payment(session, now=None):
+    """checkout.session.completed: the paid session's hold becomes a paid order, once.
+
+    `session` is Stripe's checkout.session as plain data. Returns (order, created);
+    order is None when the session is not ours to fulfil. Replays of the event, or
+    other events for the same session, find the order already there.
+    """
+    now = now or utcnow()
+    metadata = session.get("metadata") or {}
+    session_id, hold_id = session.get("id"), metadata.get("hold_id")
+    if session.get("payment_status") != "paid" or not session_id or not hold_id:
+        return None, False  # not paid yet (a delayed method), or not a session we opened
+    existing = db.session.scalar(select(Order).where(Order.stripe_session_id == session_id))
+    if existing:
+        return existing, False
+    hold = db.session.get(Hold, hold_id)
+    user = db.session.get(User, hold.user_id) if hold else None
+    if user is None or user.id != metadata.get("user_id"):
+        log.warning("Stripe session %s paid %s %s for hold %s, which no longer exists: refund it in Stripe",
+                    session_id, session.get("amount_total"), session.get("currency"), hold_id)
+        return None, False
+    key = card_payment_key(hold)
+    existing = find_order_by_key(user, key)
+    if existing:
+        return existing, False
+    try:
+        order = confirm_hold(user, hold.id, key, PaymentMethod.STRIPE, now, stripe_session_id=session_id)
+    except HoldGone:
+        return _late_card_payment(user, hold, key, session, now), True
+    # A twin delivery that won the race made the order confirm_hold hands back: not ours to announce.
+    return order, order.paid_at == now
+
+
+def _late_card_payment(user, hold, key, session, now):
+    """A payment that landed after its hold ended. The buyer has paid, so it is never dropped:
+    the seats are taken again when the event still has them, else the payment is recorded
+    as a cancelled order (to refund) and logged, and Stripe is told to stop retrying."""
+    expire_hold(hold.id, now)  # due but not yet swept: give its seats back first
+    db.session.refresh(hold)
+    event = hold.event
+    if (hold.status in (HoldStatus.EXPIRED, HoldStatus.RELEASED)
+            and event.status == EventStatus.ACTIVE and event.ends_at > now):
+        taken = db.session.execute(
+            update(TicketType)
+            .where(TicketType.id == hold.ticket_type_id,
+                   TicketType.sold + TicketType.held + hold.quantity <= TicketType.capacity)
+            .values(sold=TicketType.sold + hold.quantity)
+            .execution_options(synchronize_session=False)).rowcount
+        if taken:
+            claimed = db.session.execute(
+                update(Hold).where(Hold.id == hold.id,
+                                   Hold.status.in_([HoldStatus.EXPIRED, HoldStatus.RELEASED]))
+                .values(status=HoldStatus.CONFIRMED, ended_at=now)
+                .execution_options(synchronize_session=False)).rowcount
+            if not claimed:
+                # A twin delivery is recording this payment right now: roll back, Stripe retries.
+                raise DomainError("This payment is already being recorded.", 409)
+            log.info("Stripe session %s was paid after hold %s ended; its seats were still free",
+                     session["id"], hold.id)
+            return _issue_order(user, hold, PaymentMethod.STRIPE, key, session["id"], now)
+    order = Order(number=_order_number(), event_id=hold.event_id, user_id=user.id, retailer=Retailer.DIRECT,
+                  status=OrderStatus.CANCELLED, payment_method=PaymentMethod.STRIPE,
+                  total_cents=max(int(session.get("amount_total") or 0), 0),
+                  currency=(session.get("currency") or hold.ticket_type.currency).upper()[:3],
+                  buyer_email=user.email, buyer_name=user.name or user.display_name, idempotency_key=key,
+                  stripe_session_id=session["id"], paid_at=now, cancelled_at=now)
+    db.session.add(order)
+    try:
+        db.session.flush()
+    except IntegrityError:
+        raise DomainError("This payment is already being recorded.", 409) from None
+    log.warning("Stripe session %s paid %s %s after hold %s ended (%s) and its seats are gone: "
+                "recorded as cancelled order %s; refund it in Stripe",
+                session["id"], order.total_cents, order.currency, hold.id, hold.status, order.number)
+    return order
+
+
+def end_card_payment(session, now=None):
+    """checkout.session.expired: the buyer can no longer pay, so the seats go back (once)."""
+    hold_id = (session.get("metadata") or {}).get("hold_id")
+    return bool(hold_id) and release_hold(hold_id, HoldStatus.EXPIRED, now)
+
+
+def card_payment_order(user, hold):
+    """The order a card payment for this hold made, paid or (late, seats gone) cancelled."""
+    return find_order_by_key(user, card_payment_key(hold))
+
+
 def mark_paid(order, by_user, now=None):
     now = now or utcnow()
     changed = db.session.execute(
@@ -215,7 +367,8 @@ def mark_paid(order, by_user, now=None):
 def check_in(event, raw_code, by_user, now=None):
     """Admit a ticket once. Returns the ticket; a second scan raises with the first one's time."""
     now = now or utcnow()
-    code = (raw_code or "").strip()
+    # NUL can come in through a form, and PostgreSQL refuses it in any text: no code has one.
+    code = (raw_code or "").replace("\x00", "").strip()
     if not code or len(code) > 64:
         raise DomainError("Type or scan a ticket code.", 422)
     ticket = db.session.scalar(select(Ticket).where(Ticket.code == code, Ticket.event_id == event.id))
@@ -238,6 +391,8 @@ class AlreadyCheckedIn(DomainError):
 
     def __init__(self, ticket):
         by = ticket.checked_in_by.label if ticket.checked_in_by else "someone"
-        super().__init__(f"Already checked in at {ticket.checked_in_at:%H:%M:%S} UTC on "
-                         f"{ticket.checked_in_at:%d %b} by {by}.")
+        # Door staff read their own clock: the event's time zone, named, not UTC.
+        zone = ticket.event.timezone
+        when = ticket.checked_in_at.astimezone(ZoneInfo(zone))
+        super().__init__(f"Already checked in at {when:%H:%M:%S} ({zone}) on {when:%d %b} by {by}.")
         self.ticket = ticket
