@@ -6,7 +6,7 @@ from functools import cache
 from zoneinfo import ZoneInfo, available_timezones
 
 from flask_wtf import FlaskForm
-from wtforms import (BooleanField, DateTimeLocalField, DecimalField, IntegerField, SelectField,
+from wtforms import (BooleanField, DateTimeLocalField, DecimalField, IntegerField, SelectChoice, SelectField,
                      SelectMultipleField, StringField, TextAreaField)
 from wtforms.validators import DataRequired, InputRequired, Length, Optional, Regexp, ValidationError
 
@@ -104,7 +104,7 @@ class EventForm(FlaskForm):
         zones = list(COMMON_TIMEZONES)
         if self.timezone.data and self.timezone.data not in zones and self.timezone.data in known_timezones():
             zones.append(self.timezone.data)  # an event set up elsewhere keeps its zone in the list
-        self.timezone.choices = [(zone, zone.replace("_", " ")) for zone in zones]
+        self.timezone.choices = [SelectChoice(zone, zone.replace("_", " ")) for zone in zones]
 
     @classmethod
     def for_event(cls, event):
@@ -135,8 +135,8 @@ class RoomForm(FlaskForm):
 
 class NewRoomForm(RoomForm):
     kind = SelectField("Kind", default=RoomKind.BREAKOUT, choices=[
-        (RoomKind.BREAKOUT.value, "Breakout"), (RoomKind.BACKSTAGE.value, "Backstage"),
-        (RoomKind.MAIN.value, "Main room")])
+        SelectChoice(RoomKind.BREAKOUT.value, "Breakout"), SelectChoice(RoomKind.BACKSTAGE.value, "Backstage"),
+        SelectChoice(RoomKind.MAIN.value, "Main room")])
 
     def room_fields(self):
         return {**super().room_fields(), "kind": self.kind.data}
@@ -168,7 +168,7 @@ class TicketTypeForm(FlaskForm):
     def __init__(self, event, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.event = event
-        self.rooms.choices = [(room.id, room.name) for room in event.rooms]
+        self.rooms.choices = [SelectChoice(room.id, room.name) for room in event.rooms]
 
     @classmethod
     def for_new(cls, event):

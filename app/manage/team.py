@@ -41,7 +41,9 @@ class AccessForm(FlaskForm):
     def __init__(self, event, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.event = event
-        self.role.choices = [(role.id, role.name) for role in access.grantable_roles(current_user, event)]
+        # No role is preselected: a slip of the mouse should not make someone an owner.
+        self.role.choices = [("", "Choose a role")] + [
+            (role.id, role.name) for role in access.grantable_roles(current_user, event)]
         self.room.choices = [("", "The whole event")] + [(room.id, room.name) for room in event.rooms]
         self.email = self.phone = None
 
