@@ -67,8 +67,8 @@ def register(app):
             message = "You have tried too many times. Please wait a few minutes and try again."
         elif exc.code == 413:
             message = "The file is larger than we accept."
-        else:
-            message = None
+        else:  # a message given to abort(), not Werkzeug's own technical one
+            message = exc.description if exc.description != type(exc).description else None
         return render_error(exc.code, message)
 
     @app.errorhandler(Exception)

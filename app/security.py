@@ -1,6 +1,8 @@
 """Security headers on every response."""
 from urllib.parse import urlsplit
 
+from flask import abort, request
+
 
 def content_security_policy(app):
     """Only what we serve ourselves, plus the LiveKit server for media sockets and,
@@ -28,8 +30,21 @@ def content_security_policy(app):
     ])
 
 
+def has_nul_byte(request):
+    """NUL can come in through a URL or a form; PostgreSQL refuses it in any text."""
+    values = [request.path, *request.args.values()]
+    if request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        values.extend(request.form.values())
+    return any("\x00" in value for value in values)
+
+
 def register(app):
     csp = content_security_policy(app)
+
+    @app.before_request
+    def refuse_nul_bytes():
+        if has_nul_byte(request):
+            abort(400, "Text cannot contain NUL characters.")
 
     @app.after_request
     def set_security_headers(response):

@@ -12,7 +12,7 @@ from app import create_app
 from app.extensions import db
 from app.migrations_gate import SchemaBehind, check_schema_current
 from app.models import SignInEvent
-from tests.conftest import app_config
+from tests.conftest import app_config, csrf_token
 
 
 def test_security_headers(client):
@@ -144,3 +144,17 @@ def test_sign_ins_are_logged_in_the_live_database(user_client, ctx):
         rows = conn.execute(text("SELECT method FROM sign_in_events WHERE user_id = :u"), {"u": user_id}).all()
     assert rows == [("email",)]
     assert db.session.scalar(select(SignInEvent.user_id)) == user_id
+
+
+@pytest.mark.parametrize("path", ["/orders/abc%00def", "/tickets/x%00", "/events?q=a%00b", "/manage?q=%00"])
+def test_nul_bytes_in_urls_are_a_clear_400(user_client, path):
+    client, _ = user_client
+    response = client.get(path)
+    assert response.status_code == 400
+    assert "cannot contain NUL" in response.get_data(as_text=True)
+
+
+def test_nul_bytes_in_forms_are_a_clear_400(user_client):
+    client, _ = user_client
+    response = client.post("/profile", data={"name": "A\x00B", "csrf_token": csrf_token(client, "/profile")})
+    assert response.status_code == 400
