@@ -357,13 +357,13 @@ def check_invitation_usable(invitation):
 def accept_invitation(token, user):
     """Use the link once: the invitation's grant becomes the user's.
 
-    Spent by a conditional UPDATE, so two clicks at once accept it once.
+    Spent by a conditional UPDATE, so two clicks at once accept it once. The spend
+    comes before anything else is read: a click that loses the race is told the link
+    was used, not something it read while the winner was committing. A refusal after
+    it rolls back with the request, the spend included.
     """
     invitation = invitation_by_token(token)
     check_invitation_usable(invitation)
-    grant = db.session.get(AccessGrant, invitation.grant_id) if invitation.grant_id else None
-    if grant is not None and grant.user_id is not None and grant.user_id != user.id:
-        raise Forbidden("This invitation was sent to someone else. Sign in with the address it was sent to.")
     spent = db.session.execute(
         update(Invitation)
         .where(Invitation.id == invitation.id, Invitation.accepted_at.is_(None),
@@ -372,7 +372,10 @@ def accept_invitation(token, user):
         .execution_options(synchronize_session=False)).rowcount
     if not spent:
         raise DomainError("This invitation has already been used.", 409)
-    if grant is None:  # the grant was revoked separately: give the role again
+    grant = db.session.get(AccessGrant, invitation.grant_id) if invitation.grant_id else None
+    if grant is not None and grant.user_id is not None and grant.user_id != user.id:
+        raise Forbidden("This invitation was sent to someone else. Sign in with the address it was sent to.")
+    if grant is None:  # the grant went with its holder's account: give the role again
         grant = grant_role(invitation.event, invitation.role_id, user=user, room_id=invitation.room_id,
                            source=GrantSource.INVITATION, source_ref=invitation.id)
     elif grant.pending_profile_id is not None:

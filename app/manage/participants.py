@@ -69,8 +69,7 @@ class ParticipantsPage:
 
 def search_query(raw):
     """A search box's text, or a DomainError saying what to fix."""
-    # NUL can reach us through a URL, and PostgreSQL refuses it in any text.
-    query = (raw or "").replace("\x00", "").strip()
+    query = (raw or "").strip()
     if len(query) > MAX_QUERY_LENGTH:
         raise DomainError(f"Search for at most {MAX_QUERY_LENGTH} characters.", 422)
     return query
