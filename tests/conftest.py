@@ -68,6 +68,11 @@ def empty_tables():
         tables = [t for t in reversed(metadata.sorted_tables) if t.name not in SEEDED_TABLES]
         with engine.begin() as conn:
             if engine.dialect.name == "postgresql":
+                # A transaction a failed test left open would make TRUNCATE wait forever.
+                conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                  "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                                  "AND state LIKE 'idle in transaction%'"))
+                conn.execute(text("SET LOCAL lock_timeout = '20s'"))
                 if tables:
                     conn.execute(text("TRUNCATE " + ", ".join(f'"{t.name}"' for t in tables) + " CASCADE"))
             else:

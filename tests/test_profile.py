@@ -4,7 +4,6 @@ from io import BytesIO
 
 import pytest
 from PIL import Image
-from sqlalchemy import select
 
 from app.extensions import db
 from app.models import User

@@ -1,14 +1,11 @@
 """The public event page and the user's own events on the dashboard."""
 import re
-from datetime import timedelta
 from zoneinfo import ZoneInfo
 
-import pytest
 
 from app.access.services import grant_role
 from app.extensions import db
-from app.models import Event, EventStatus, Room, RoomKind, User
-from app.models.base import utcnow
+from app.models import Event, EventStatus, RoomKind, User
 from tests.conftest import post
 
 

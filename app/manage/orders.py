@@ -11,7 +11,7 @@ from app.errors import DomainError
 from app.extensions import db
 from app.htmx import is_htmx_request, render_page
 from app.manage import bp, sales
-from app.manage.routes import _page_arg
+from app.paging import page_number
 from app.tickets.services import holder_label
 
 
@@ -24,7 +24,7 @@ def _filter_args():
 def orders(event):
     query, status_filter = _filter_args()  # the raw values go back into the form, to be corrected
     try:
-        result = sales.orders_page(event, sales.order_filters(query, status_filter), _page_arg())
+        result = sales.orders_page(event, sales.order_filters(query, status_filter), page_number())
         filter_error, http_status = None, 200
     except DomainError as exc:
         result, filter_error, http_status = sales.OrdersPage([], 0, 1, 1), exc.message, exc.status

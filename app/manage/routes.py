@@ -14,15 +14,9 @@ from app.extensions import db
 from app.htmx import is_htmx_request, redirect_to, render_page
 from app.integrations import storage
 from app.manage import bp, services
+from app.paging import page_number
 from app.manage.forms import EventForm, NewRoomForm, RoomForm, TicketTypeForm
 from app.models import EventStatus
-
-
-def _page_arg():
-    try:
-        return max(int(request.args.get("page", 1)), 1)
-    except ValueError:
-        return 1
 
 
 def _reject(form, exc):
@@ -41,7 +35,7 @@ def dashboard():
     account = current_user.current_account
     status = request.args.get("status") if request.args.get("status") in set(EventStatus) else None
     query = (request.args.get("q") or "").strip()[:100]
-    page = _page_arg()
+    page = page_number()
     rows, total = services.dashboard_events(account.id, status, query, page) if account else ([], 0)
     return render_template("manage/dashboard.html", account=account, rows=rows, total=total, page=page,
                            page_size=services.PAGE_SIZE, status=status, query=query,

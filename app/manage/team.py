@@ -5,7 +5,6 @@ from flask import (Response, flash, make_response, redirect, render_template, re
                    url_for)
 from flask_login import current_user
 from flask_wtf import FlaskForm
-from rq import Retry
 from werkzeug.utils import secure_filename
 from wtforms import SelectField, StringField
 from wtforms.validators import DataRequired, Length, ValidationError
@@ -14,14 +13,15 @@ from app.access import services as access
 from app.access.decorators import event_permission
 from app.auth.services import normalize_email, normalize_phone
 from app.errors import DomainError
-from app.extensions import db, redis
+from app.extensions import db
 from app.htmx import is_htmx_request, render_page
-from app.integrations import sms
 from app.jobs.email import queue_email
+from app.jobs.sms import queue_text
 from app.manage import bp
 from app.manage import participants as people
 from app.models import Invitation
 from app.models.base import utcnow
+from app.paging import page_number
 
 INVITATIONS_PAGE_SIZE = 20
 PHONE_LIKE = re.compile(r"^[\d\s().+-]+$")
@@ -68,13 +68,6 @@ class AccessForm(FlaskForm):
             raise ValidationError("That room is not part of this event.")
 
 
-def _page_number():
-    try:
-        return max(int(request.args.get("page", 1)), 1)
-    except ValueError:
-        return 1
-
-
 def _grantable_role_ids(event):
     return {role.id for role in access.grantable_roles(current_user, event)}
 
@@ -100,7 +93,7 @@ def _invitations_context(event):
         if status and status not in access.INVITATION_STATUSES:
             raise DomainError("There is no such invitation status.", 422)
         context["invitations"], context["total"], context["page"] = access.list_invitations(
-            event, people.search_query(query), status, _page_number(), INVITATIONS_PAGE_SIZE)
+            event, people.search_query(query), status, page_number(), INVITATIONS_PAGE_SIZE)
     except DomainError as exc:
         context["filter_error"] = exc.message
     return context
@@ -156,10 +149,7 @@ def _send_invitation(invitation, token):
                     f"It works once, until {invitation.expires_at:%d %B %Y}. "
                     "If you did not expect it, you can ignore this message.")
     else:
-        redis.queue().enqueue(sms.send_text, invitation.phone,
-                              f"{inviter} invites you to {event.name} on Eventuall as {role}{where}: {link}",
-                              description=f"send_text to {invitation.phone}",
-                              retry=Retry(max=3, interval=[10, 60, 300]))
+        queue_text(invitation.phone, f"{inviter} invites you to {event.name} on Eventuall as {role}{where}: {link}")
 
 
 @bp.post("/events/<event_id>/invitations/<invitation_id>/revoke")
@@ -192,7 +182,7 @@ def _participants_page(event, fragment, status=200, form=None, **extra):
     query, role_id, room_id = (request.args.get(name) or "" for name in ("q", "role", "room"))
     try:
         result = people.participants_page(event, people.participant_filters(event, query, role_id, room_id),
-                                          _page_number())
+                                          page_number())
         filter_error = None
     except DomainError as exc:
         result, filter_error, status = people.ParticipantsPage([], 0, 1, 1), exc.message, exc.status
