@@ -274,3 +274,16 @@ def test_tickets_belong_to_their_buyer(user_client, free_event, ctx):
     take(client, ticket_type_id, 1)
     confirm(client, db.session.scalar(select(Hold.id)))
     assert set(db.session.scalars(select(Ticket.holder_user_id))) == {user_id}
+
+
+def test_organiser_dashboard_shows_sales(user_client, free_event, app, sign_in, ctx):
+    from app.models import Event
+    client, _ = user_client
+    event_id, ticket_type_id = free_event
+    take(client, ticket_type_id, 2)
+    confirm(client, db.session.scalar(select(Hold.id)))
+    event = db.session.get(Event, event_id)
+    owner_email = event.account.owners[0].user.email
+    organiser = sign_in(owner_email, app.test_client())
+    post(organiser, f"/accounts/{event.account_id}/switch", token_from="/dashboard")
+    assert 'data-testid="sold">2 / 5<' in organiser.get("/manage").get_data(as_text=True)

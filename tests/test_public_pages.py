@@ -80,6 +80,7 @@ def test_organiser_dashboard_counts_searches_and_filters(owner_client, make_even
     assert "Active (1)" in page and "Draft (1)" in page
     summer_row = page.split("Summer Show")[1].split("</tr>")[0]
     assert re.findall(r"<td>(\d+)</td>", summer_row) == ["2", "0", "1"]  # rooms, ticket types, participants
+    assert 'data-testid="sold">0 / 0<' in summer_row
     assert client.get("/manage?q=winter").get_data(as_text=True).count('data-testid="event-row"') == 1
     assert client.get("/manage?status=active").get_data(as_text=True).count('data-testid="event-row"') == 1
     assert client.get("/manage?page=abc").status_code == 200

@@ -56,6 +56,10 @@ def dashboard_events(account_id, status=None, query=None, page=1):
              .correlate(Event).scalar_subquery())
     ticket_types = (select(func.count()).select_from(TicketType).where(TicketType.event_id == Event.id)
                     .correlate(Event).scalar_subquery())
+    sold = (select(func.coalesce(func.sum(TicketType.sold), 0)).where(TicketType.event_id == Event.id)
+            .correlate(Event).scalar_subquery())
+    capacity = (select(func.coalesce(func.sum(TicketType.capacity), 0)).where(TicketType.event_id == Event.id)
+                .correlate(Event).scalar_subquery())
     people = (select(func.count(func.distinct(func.coalesce(AccessGrant.user_id, AccessGrant.pending_profile_id))))
               .where(AccessGrant.event_id == Event.id).correlate(Event).scalar_subquery())
     conditions = [Event.account_id == account_id]
@@ -65,7 +69,8 @@ def dashboard_events(account_id, status=None, query=None, page=1):
         conditions.append(func.lower(Event.name).contains(query.lower(), autoescape=True))
     total = db.session.scalar(select(func.count()).select_from(Event).where(*conditions))
     rows = db.session.execute(
-        select(Event, rooms.label("rooms"), ticket_types.label("ticket_types"), people.label("participants"))
+        select(Event, rooms.label("rooms"), ticket_types.label("ticket_types"), people.label("participants"),
+               sold.label("sold"), capacity.label("capacity"))
         .where(*conditions).order_by(Event.starts_at.desc(), Event.id)
         .limit(PAGE_SIZE).offset((page - 1) * PAGE_SIZE)).all()
     return rows, total
