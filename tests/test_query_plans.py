@@ -5,6 +5,8 @@ on PostgreSQL with sequential scans disabled (a Seq Scan left in the plan means
 no index can serve the query), on SQLite with EXPLAIN QUERY PLAN (a bare
 "SCAN table" is a full scan). Full reads of the small seeded role tables are fine.
 """
+import sqlite3
+
 import pytest
 from sqlalchemy import event
 
@@ -44,11 +46,16 @@ def full_scans(engine, statement, parameters):
             conn.rollback()
             return [line for line in plan.splitlines() if "Seq Scan" in line
                     and not any(f" on {table}" in line for table in SEEDED)], plan
-        plan = "\n".join(row[3] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters))
-        scans = [line for line in plan.splitlines()
-                 if line.strip().startswith("SCAN") and "USING" not in line and "CONSTANT ROW" not in line
-                 and not any(line.strip().split()[1] == table for table in SEEDED)]
-        return scans, plan
+    # A fresh connection: a pooled one may still plan with statistics an earlier test's ANALYZE left.
+    fresh = sqlite3.connect(engine.url.database)
+    try:
+        plan = "\n".join(row[3] for row in fresh.execute("EXPLAIN QUERY PLAN " + statement, parameters))
+    finally:
+        fresh.close()
+    scans = [line for line in plan.splitlines()
+             if line.strip().startswith("SCAN") and "USING" not in line and "CONSTANT ROW" not in line
+             and not any(line.strip().split()[1] == table for table in SEEDED)]
+    return scans, plan
 
 
 @pytest.fixture

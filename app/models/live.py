@@ -4,7 +4,7 @@ No foreign keys reach across databases; ids are copied as plain strings.
 """
 from datetime import datetime
 
-from sqlalchemy import CheckConstraint, Index, String
+from sqlalchemy import CheckConstraint, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.extensions import db
@@ -33,3 +33,25 @@ class SignInEvent(db.Model):
     ip_address: Mapped[str | None] = mapped_column(String(45))
     user_agent: Mapped[str | None] = mapped_column(String(300))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ChatMessage(db.Model):
+    """A message in a room's built-in chat. Deleting hides it (deleted_at, by whom),
+    so a moderator's action stays on record."""
+
+    __bind_key__ = "live"
+    __tablename__ = "chat_messages"
+    __table_args__ = (
+        CheckConstraint("length(body) BETWEEN 1 AND 500", name="body_length"),
+        Index("chat_messages_room_created_idx", "room_id", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    room_id: Mapped[str] = mapped_column(String(32))
+    user_id: Mapped[str] = mapped_column(String(32))
+    # The author's name when they wrote: the live database cannot join users.
+    author_label: Mapped[str] = mapped_column(String(120))
+    body: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    deleted_by_id: Mapped[str | None] = mapped_column(String(32))

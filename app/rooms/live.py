@@ -1,0 +1,199 @@
+"""The socket hub: one per web process (per app), fanning Redis messages out to
+the sockets this process holds.
+
+One subscriber thread listens on every room channel (pattern room:*) and hands
+each message to the local sockets of that room as an HTML fragment swapped out
+of band. Presence changes are coalesced: a burst of joins and leaves in a room
+costs one render of the list per window, sent once to each local socket.
+"""
+import json
+import logging
+import threading
+import uuid
+from datetime import datetime
+
+from flask import render_template
+
+from app.extensions import redis
+from app.rooms import services
+
+log = logging.getLogger(__name__)
+
+PRESENCE_WINDOW = 0.25  # seconds: at most one presence render per room per window
+
+
+class Connection:
+    """One open socket: what the hub needs to know to send it fragments."""
+
+    def __init__(self, ws, room_id, user_id, label, can_moderate=False):
+        self.id = uuid.uuid4().hex
+        self.ws = ws
+        self.room_id = room_id
+        self.user_id = user_id
+        self.label = label
+        self.can_moderate = can_moderate
+        self._lock = threading.Lock()  # the hub thread and the socket's own thread both send
+
+    def send(self, text):
+        with self._lock:
+            self.ws.send(text)
+
+
+class Hub:
+    def __init__(self, app, window=PRESENCE_WINDOW):
+        self.app = app
+        self.window = window
+        self._rooms = {}          # room id -> {conn id: Connection}
+        self._lock = threading.Lock()
+        self._pending = {}        # room id -> Timer of the coalesced presence render
+        self._thread = None
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self.presence_renders = 0  # counted for tests and the log
+
+    # --- sockets of this process --------------------------------------
+
+    def add(self, connection):
+        self.start()
+        with self._lock:
+            self._rooms.setdefault(connection.room_id, {})[connection.id] = connection
+
+    def discard(self, connection):
+        with self._lock:
+            room = self._rooms.get(connection.room_id, {})
+            room.pop(connection.id, None)
+            if not room:
+                self._rooms.pop(connection.room_id, None)
+
+    def local(self, room_id):
+        with self._lock:
+            return list(self._rooms.get(room_id, {}).values())
+
+    # --- the subscriber thread ----------------------------------------
+
+    def start(self):
+        with self._lock:
+            if self._thread is not None and self._thread.is_alive():
+                return
+            self._stop.clear()
+            self._ready.clear()
+            self._thread = threading.Thread(target=self._listen, name="room-hub", daemon=True)
+            self._thread.start()
+        self._ready.wait(5)
+
+    def stop(self):
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+        with self._lock:
+            for timer in self._pending.values():
+                timer.cancel()
+            self._pending.clear()
+
+    def _listen(self):
+        with self.app.app_context():
+            pubsub = None
+            while not self._stop.is_set():
+                try:
+                    if pubsub is None:
+                        pubsub = redis.client.pubsub(ignore_subscribe_messages=True)
+                        pubsub.psubscribe("room:*")
+                        self._ready.set()
+                    message = pubsub.get_message(timeout=1.0)
+                except Exception as exc:  # Redis went away: wait, then subscribe again
+                    log.warning("room hub lost Redis (%s); subscribing again", exc)
+                    pubsub = None
+                    self._stop.wait(1.0)
+                    continue
+                if message and message.get("type") == "pmessage":
+                    self.dispatch(message["channel"], message["data"])
+            if pubsub is not None:
+                try:
+                    pubsub.close()
+                except Exception:
+                    pass
+
+    # --- messages -------------------------------------------------------
+
+    def dispatch(self, channel, data):
+        """Handle one message from a room channel; a bad one is logged, never fatal."""
+        try:
+            channel = channel.decode() if isinstance(channel, bytes) else channel
+            room_id = channel.split(":", 1)[1]
+            payload = json.loads(data)
+            kind = payload["type"]
+        except (ValueError, KeyError, IndexError, TypeError):
+            log.warning("room hub ignored a malformed message on %r", channel)
+            return
+        if not self.local(room_id):
+            return
+        try:
+            if kind == "presence":
+                self.presence_changed(room_id)
+            elif kind == "chat":
+                self._fan_out_chat(room_id, payload["message"])
+            elif kind == "chat_deleted":
+                self.broadcast(room_id, f'<div id="msg-{payload["message_id"]}" hx-swap-oob="delete"></div>')
+        except Exception:
+            log.exception("room hub failed on a %s message", kind)
+
+    def presence_changed(self, room_id):
+        """Schedule one presence render for the room unless one is already due."""
+        with self._lock:
+            if room_id in self._pending:
+                return
+            timer = threading.Timer(self.window, self._render_presence, args=(room_id,))
+            timer.daemon = True
+            self._pending[room_id] = timer
+        timer.start()
+
+    def _render_presence(self, room_id):
+        with self._lock:
+            self._pending.pop(room_id, None)
+        if not self.local(room_id):
+            return
+        with self.app.app_context():
+            people = services.list_presence(room_id)
+        html = self.render("rooms/_presence.html", people=people, oob=True)
+        self.presence_renders += 1
+        self.broadcast(room_id, html)
+
+    def _fan_out_chat(self, room_id, message):
+        message = dict(message, room_id=room_id, created_at=datetime.fromisoformat(message["created_at"]))
+        rendered = {}
+        for connection in self.local(room_id):
+            moderate = connection.can_moderate
+            if moderate not in rendered:
+                rendered[moderate] = self.render("rooms/_chat_append.html", message=message, room_id=room_id,
+                                                 can_moderate=moderate, broadcast=True)
+            self._send(connection, rendered[moderate])
+
+    def render(self, template, **context):
+        """Render for everyone in the room: nobody's request, so no one's session
+        (htmx sends the CSRF token from the page's hx-headers)."""
+        with self.app.test_request_context("/"):
+            return render_template(template, **context)
+
+    def broadcast(self, room_id, html):
+        for connection in self.local(room_id):
+            self._send(connection, html)
+
+    def _send(self, connection, html):
+        try:
+            connection.send(html)
+        except Exception:  # a socket that closed under us; its own thread cleans up
+            self.discard(connection)
+
+
+def hub_for(app):
+    """This app's hub (one per process in production; tests build a second app)."""
+    hub = app.extensions.get("room_hub")
+    if hub is None:
+        with _create_lock:
+            hub = app.extensions.get("room_hub")
+            if hub is None:
+                hub = app.extensions["room_hub"] = Hub(app)
+    return hub
+
+
+_create_lock = threading.Lock()

@@ -1,0 +1,221 @@
+"""The live room's rules: who is here (presence in Redis), chat and its moderation.
+
+Presence is shared by every web process through Redis: one key per open socket
+(expiring unless its heartbeat refreshes it) and one sorted set per room listing
+those keys by expiry, so a crashed process's sockets fade out on their own.
+Changes are published on the room's channel; app/rooms/live.py fans them out.
+"""
+import json
+import time
+
+from sqlalchemy import and_, or_, select
+
+from app.access.services import can, event_for
+from app.errors import DomainError, Forbidden, NotFound
+from app.extensions import db, redis
+from app.models import Room
+from app.models.base import utcnow
+from app.models.live import ChatMessage
+
+PRESENCE_TTL = 60          # seconds a socket stays listed without a heartbeat
+HEARTBEAT_INTERVAL = 20    # the socket refreshes its presence this often
+MAX_BODY = 500
+HISTORY_PAGE = 50
+MUTE_SECONDS = 10 * 60
+
+
+def channel(room_id):
+    return f"room:{room_id}"
+
+
+def publish(room_id, kind, **data):
+    """Tell every web process about a change in the room (after the commit)."""
+    redis.publish(channel(room_id), json.dumps({"type": kind, **data}))
+
+
+# --- rooms and access --------------------------------------------------------
+
+def room_for(user, room_id, permission="room.join"):
+    """The room and its event, if the user may do `permission` there.
+
+    404 for a stranger to the event (or no such room), 403 for a team member
+    without the permission in this room.
+    """
+    room = db.session.get(Room, room_id)
+    if room is None:
+        raise NotFound("There is no such room.")
+    event = event_for(user, room.event_id, permission, room.id)
+    return room, event
+
+
+def may(user, permission, room):
+    return can(user, permission, room.event, room.id)
+
+
+# --- presence ----------------------------------------------------------------
+
+def _presence_set(room_id):
+    return f"presence:{room_id}"
+
+
+def _presence_key(room_id, conn_id):
+    return f"presence:{room_id}:{conn_id}"
+
+
+def register_presence(room_id, conn_id, user_id, label, ttl=PRESENCE_TTL):
+    """Record (or refresh) one open socket in the room. Returns nothing; publishes."""
+    _write_presence(room_id, conn_id, user_id, label, ttl)
+    publish(room_id, "presence")
+
+
+def heartbeat_presence(room_id, conn_id, user_id, label, ttl=PRESENCE_TTL):
+    """Keep the socket listed; only a socket that had expired announces itself again."""
+    existed = _write_presence(room_id, conn_id, user_id, label, ttl)
+    if not existed:
+        publish(room_id, "presence")
+
+
+def _write_presence(room_id, conn_id, user_id, label, ttl):
+    key = _presence_key(room_id, conn_id)
+    pipe = redis.pipeline()
+    pipe.exists(key)
+    pipe.set(key, json.dumps({"user_id": user_id, "label": label}), ex=ttl)
+    pipe.zadd(_presence_set(room_id), {conn_id: time.time() + ttl})
+    # The listing outlives every member's key (an empty room's set then goes away).
+    pipe.expire(_presence_set(room_id), 2 * max(ttl, PRESENCE_TTL))
+    existed = pipe.execute()[0]
+    return bool(existed)
+
+
+def remove_presence(room_id, conn_id):
+    pipe = redis.pipeline()
+    pipe.delete(_presence_key(room_id, conn_id))
+    pipe.zrem(_presence_set(room_id), conn_id)
+    pipe.execute()
+    publish(room_id, "presence")
+
+
+def list_presence(room_id):
+    """Everyone with an open socket in the room, once each, by name."""
+    room_set = _presence_set(room_id)
+    redis.zremrangebyscore(room_set, "-inf", time.time())
+    conn_ids = [c.decode() for c in redis.zrange(room_set, 0, -1)]
+    if not conn_ids:
+        return []
+    people = {}
+    for raw in redis.mget([_presence_key(room_id, c) for c in conn_ids]):
+        if raw is None:  # expired between the two reads
+            continue
+        entry = json.loads(raw)
+        people[entry["user_id"]] = entry
+    return sorted(people.values(), key=lambda p: (p["label"].lower(), p["user_id"]))
+
+
+# --- chat --------------------------------------------------------------------
+
+def _mute_key(room_id, user_id):
+    return f"chat:mute:{room_id}:{user_id}"
+
+
+def _slow_key(room_id):
+    return f"chat:slow:{room_id}"
+
+
+def _last_sent_key(room_id, user_id):
+    return f"chat:last:{room_id}:{user_id}"
+
+
+def clean_body(body):
+    body = (body or "").strip()
+    if not body:
+        raise DomainError("Write something before sending.", 422)
+    if len(body) > MAX_BODY:
+        raise DomainError(f"Messages are at most {MAX_BODY} characters ({len(body)} written).", 422)
+    return body
+
+
+def is_muted(room_id, user_id):
+    return bool(redis.exists(_mute_key(room_id, user_id)))
+
+
+def slow_mode_seconds(room_id):
+    value = redis.get(_slow_key(room_id))
+    return int(value) if value else 0
+
+
+def post_message(room, user, body):
+    """Save a chat message; the caller commits, then calls announce_message."""
+    body = clean_body(body)
+    if is_muted(room.id, user.id):
+        raise Forbidden("You are muted in this room.")
+    seconds = slow_mode_seconds(room.id)
+    if seconds and not redis.set(_last_sent_key(room.id, user.id), 1, nx=True, ex=seconds):
+        wait = max(redis.ttl(_last_sent_key(room.id, user.id)), 1)
+        raise DomainError(f"Slow mode is on: you can send again in {wait} s.", 429)
+    message = ChatMessage(room_id=room.id, user_id=user.id, author_label=user.label[:120], body=body)
+    db.session.add(message)
+    db.session.flush()
+    return message
+
+
+def message_payload(message):
+    return {"id": message.id, "user_id": message.user_id, "author_label": message.author_label,
+            "body": message.body, "created_at": message.created_at.isoformat()}
+
+
+def announce_message(message):
+    publish(message.room_id, "chat", message=message_payload(message))
+
+
+def delete_message(room, message_id, moderator):
+    """Hide a message (kept on record with who deleted it); the caller commits."""
+    message = db.session.get(ChatMessage, message_id)
+    if message is None or message.room_id != room.id:
+        raise NotFound("There is no such message.")
+    if message.deleted_at is None:
+        message.deleted_at = utcnow()
+        message.deleted_by_id = moderator.id
+        db.session.flush()
+    return message
+
+
+def announce_deletion(message):
+    publish(message.room_id, "chat_deleted", message_id=message.id)
+
+
+def mute_user(room, user_id, seconds=MUTE_SECONDS):
+    if not user_id:
+        raise DomainError("Choose whom to mute.", 422)
+    redis.set(_mute_key(room.id, user_id), 1, ex=seconds)
+
+
+def unmute_user(room, user_id):
+    redis.delete(_mute_key(room.id, user_id))
+
+
+def set_slow_mode(room, seconds):
+    """At most one message per `seconds` per person; 0 turns slow mode off."""
+    if seconds < 0 or seconds > 3600:
+        raise DomainError("Slow mode is between 0 and 3600 seconds.", 422)
+    if seconds:
+        redis.set(_slow_key(room.id), seconds)
+    else:
+        redis.delete(_slow_key(room.id))
+
+
+def chat_history(room_id, before_id=None, limit=HISTORY_PAGE):
+    """A page of visible messages, oldest first, and whether older ones exist.
+
+    Keyset pagination on (created_at, id) from the message named by before_id.
+    """
+    query = select(ChatMessage).where(ChatMessage.room_id == room_id, ChatMessage.deleted_at.is_(None))
+    if before_id:
+        anchor = db.session.get(ChatMessage, before_id)
+        if anchor is None or anchor.room_id != room_id:
+            raise NotFound("There is no such message.")
+        query = query.where(or_(ChatMessage.created_at < anchor.created_at,
+                                and_(ChatMessage.created_at == anchor.created_at,
+                                     ChatMessage.id < anchor.id)))
+    rows = db.session.scalars(query.order_by(ChatMessage.created_at.desc(), ChatMessage.id.desc())
+                              .limit(limit + 1)).all()
+    return list(reversed(rows[:limit])), len(rows) > limit

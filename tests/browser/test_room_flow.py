@@ -1,0 +1,62 @@
+"""Two people in the same room, in two browsers: each sees the other arrive and
+reads the other's chat without reloading."""
+import pytest
+from playwright.sync_api import expect
+
+from app.extensions import db
+from app.models import AccessGrant, Event
+from app.rooms.live import hub_for
+from tests.browser.conftest import screenshot
+
+
+@pytest.fixture(scope="module", autouse=True)
+def stop_hub(app):
+    """The live server's sockets fed a hub thread; stop it before the session's Redis goes."""
+    yield
+    hub_for(app).stop()
+
+
+@pytest.mark.browser
+def test_host_and_fan_see_each_other_and_chat_live(new_page, browser_sign_in, make_user, make_event,
+                                                   data_app):
+    event_id = make_event()
+    host_id = make_user("host@example.com", name="Hana Host")
+    fan_id = make_user("fan@example.com", name="Finn Fan")
+    with data_app.app_context():
+        event = db.session.get(Event, event_id)
+        room_id = event.main_room.id
+        db.session.add_all([
+            AccessGrant(event_id=event_id, user_id=host_id, role_id="host", source="manual"),
+            AccessGrant(event_id=event_id, user_id=fan_id, role_id="attendee", source="manual")])
+        db.session.commit()
+
+    host = browser_sign_in(new_page(), "host@example.com")
+    host.goto(f"/rooms/{room_id}")
+    host_presence = host.get_by_test_id("presence")
+    expect(host_presence).to_contain_text("Hana Host")
+    expect(host.get_by_test_id("video-status")).to_have_text("Video is not configured")
+
+    fan = browser_sign_in(new_page(), "fan@example.com")
+    fan.goto(f"/rooms/{room_id}")
+    expect(fan.get_by_test_id("presence")).to_contain_text("Hana Host")
+    expect(fan.get_by_test_id("presence")).to_contain_text("Finn Fan")
+    expect(host_presence).to_contain_text("Finn Fan")  # no reload on the host's side
+
+    fan.get_by_label("Message").fill("Hello from the front row <3")
+    fan.get_by_role("button", name="Send").click()
+    expect(host.get_by_test_id("chat-messages")).to_contain_text("Hello from the front row <3")
+    expect(fan.get_by_test_id("chat-messages")).to_contain_text("Hello from the front row <3")
+    expect(fan.get_by_label("Message")).to_have_value("")
+
+    host.get_by_label("Message").fill("Welcome, everyone")
+    host.get_by_role("button", name="Send").click()
+    expect(fan.get_by_test_id("chat-messages")).to_contain_text("Welcome, everyone")
+    screenshot(host, "room-host")
+
+    # The host deletes the fan's message; the socket removes it from both pages.
+    host.get_by_test_id("chat-message").filter(has_text="front row").get_by_role("button", name="Delete").click()
+    expect(fan.get_by_test_id("chat-messages")).not_to_contain_text("front row")
+    expect(host.get_by_test_id("chat-messages")).not_to_contain_text("front row")
+
+    fan.close()  # the fan leaves: the host's list updates
+    expect(host_presence).not_to_contain_text("Finn Fan")
