@@ -65,12 +65,13 @@ def _init_extensions(app):
             "ssl_cert_reqs": app.config["REDIS_SSL_CERT_REQS"]}
     limiter.init_app(app)
 
-    from app.integrations import email, google, sms, stripe
+    from app.integrations import email, google, livekit, sms, stripe
 
     email.init_app(app)
     sms.init_app(app)
     google.init_app(app)
     stripe.init_app(app)
+    livekit.init_app(app)
 
 
 def _configure_sqlite(app):
@@ -107,6 +108,7 @@ def _register_blueprints(app):
     from app.events.routes import bp as events_bp
     from app.manage import bp as manage_bp
     from app.media.routes import bp as media_bp
+    from app.rooms import bp as rooms_bp
     from app.tickets import bp as tickets_bp
 
     app.register_blueprint(events_bp)
@@ -117,3 +119,4 @@ def _register_blueprints(app):
     app.register_blueprint(access_bp)
     app.register_blueprint(checkout_bp)
     app.register_blueprint(tickets_bp)
+    app.register_blueprint(rooms_bp)

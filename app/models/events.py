@@ -14,13 +14,29 @@ class EventStatus(StrEnum):
     ARCHIVED = "archived"
 
 
+# "Lasts more than a day", per dialect: the predicate of a partial index over the rare
+# multi-day events, so the catalog finds those still running without walking every
+# event that has ended (app/events/services.py explains the split). The index has the
+# listing index's columns: without planner statistics SQLite then still prefers it.
+RUNS_OVER_A_DAY = {
+    "sqlite": "julianday(ends_at) - julianday(starts_at) > 1",
+    "postgresql": "ends_at - starts_at > interval '1 day'",
+}
+
+
 class Event(db.Model):
     __tablename__ = "events"
     __table_args__ = (
         UniqueConstraint("account_id", "slug"),
         CheckConstraint(check_in("status", list(EventStatus)), name="status"),
         CheckConstraint("ends_at > starts_at", name="dates"),
-        Index("events_status_starts_at_idx", "status", "starts_at"),
+        # The catalog's orderings: keyset pages on (starts_at, id); ends_at rides along so
+        # "not ended" is checked in the index.
+        Index("events_listing_idx", "status", "starts_at", "id", "ends_at"),
+        Index("events_account_listing_idx", "account_id", "status", "starts_at", "id", "ends_at"),
+        Index("events_featured_idx", "is_featured", "status", "starts_at", "id"),
+        Index("events_multiday_idx", "status", "starts_at", "id", "ends_at",
+              sqlite_where=text(RUNS_OVER_A_DAY["sqlite"]), postgresql_where=text(RUNS_OVER_A_DAY["postgresql"])),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
@@ -35,6 +51,8 @@ class Event(db.Model):
     cover_image_key: Mapped[str | None] = mapped_column(String(200))
     # Buyers may take paid tickets now and pay later or at the door.
     allow_pay_later: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    # Shown on the home page; set by the platform team, not by organisers.
+    is_featured: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
@@ -93,6 +111,8 @@ class TicketType(db.Model):
         CheckConstraint("sales_starts_at IS NULL OR sales_ends_at IS NULL OR sales_ends_at > sales_starts_at",
                         name="sales_window"),
         Index("ticket_types_event_position_idx", "event_id", "position"),
+        # The catalog's free/paid filter probes an event's ticket types by price.
+        Index("ticket_types_event_price_idx", "event_id", "price_cents"),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
