@@ -83,7 +83,8 @@ def include_name_for(name):
     def include_name(object_name, type_, parent_names):
         if object_name and object_name.startswith("events_fts"):
             # Full-text search made by hand in a migration (SQLite FTS5 table and its
-            # shadow tables, PostgreSQL GIN index): not in the models, not a difference.
+            # shadow tables, PostgreSQL generated tsvector column and its GIN index):
+            # not in the models, not a difference.
             return False
         if type_ == "table":
             return object_name not in other_tables and not object_name.startswith("alembic_version")
