@@ -17,7 +17,8 @@ from app.errors import DomainError
 from app.extensions import csrf, redis
 from app.integrations import livekit
 from app.rooms import bp
-from app.rooms.tokens import grants_for, participant_metadata, room_for
+from app.rooms.services import room_for
+from app.rooms.tokens import grants_for, participant_metadata
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ def token(room_id):
             return _error("Please sign in to join the room.", 401)
         return current_app.login_manager.unauthorized()
     try:
-        room = room_for(current_user, room_id)
+        room, _event = room_for(current_user, room_id)
         grants = grants_for(current_user, room, hidden=request.args.get("hidden") == "1")
         if not livekit.is_enabled():
             return _error("Video is not configured.", 503)

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 
 from sqlalchemy import or_, select
 
-from app.access.services import can, is_on_team, owns_account
-from app.errors import Forbidden, NotFound
+from app.access.services import can, owns_account
+from app.errors import Forbidden
 from app.extensions import db
-from app.models import AccessGrant, Role, Room
+from app.models import AccessGrant, Role
 
 
 @dataclass(frozen=True)
@@ -21,17 +21,6 @@ class RoomGrants:
     can_publish_data: bool
     hidden: bool
     recorder: bool
-
-
-def room_for(user, room_id):
-    """The room, if the user may enter it: 404 to anyone with no tie to its event
-    (no hint it exists), 403 to a team member without room.join there."""
-    room = db.session.get(Room, room_id)
-    if room is None or not is_on_team(user, room.event):
-        raise NotFound("There is no such room, or it is not yours.")
-    if not can(user, "room.join", room.event, room.id):
-        raise Forbidden("Your access to this event does not include this room.")
-    return room
 
 
 def publish_allowed(user, event, room):
