@@ -6,15 +6,14 @@ access.services bumps after every commit that changes a grant, so a change is
 visible on the next request; the TTL only bounds what other edits (a renamed
 user or room) may leave stale.
 """
-import csv
 import hashlib
-import io
 import json
 from dataclasses import asdict, dataclass
 from datetime import datetime
 
 from sqlalchemy import func, select, type_coerce
 
+from app.csv_export import stream_csv
 from app.errors import DomainError
 from app.extensions import db, redis
 from app.models import Role, participants_view
@@ -23,7 +22,6 @@ from app.models.base import UTCDateTime
 PAGE_SIZE = 50
 CACHE_SECONDS = 30
 MAX_QUERY_LENGTH = 100
-CSV_BATCH = 500
 
 view = participants_view.c
 
@@ -161,37 +159,12 @@ def participant(event, grant_id):
 # --- CSV ----------------------------------------------------------------------
 
 CSV_HEADER = ("Name", "E-mail", "Phone", "Role", "Room", "Source", "Granted at (UTC)", "Has an account")
-# A spreadsheet runs a cell that starts with one of these as a formula.
-FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
-
-
-def csv_safe(value):
-    text = "" if value is None else str(value)
-    return "'" + text if text.startswith(FORMULA_PREFIXES) else text
-
-
 def _csv_record(row):
     return (row.name, row.email, row.phone, row.role_name, row.room_name or "Whole event", row.source,
             row.granted_at.strftime("%Y-%m-%d %H:%M:%S"), "no" if row.is_pending else "yes")
 
 
 def participants_csv(event, filters):
-    """The whole filtered list as CSV text, a batch of rows per chunk (never cached:
-    it is a download, and large)."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-
-    def flush():
-        chunk = buffer.getvalue()
-        buffer.seek(0)
-        buffer.truncate()
-        return chunk
-
-    writer.writerow(CSV_HEADER)
-    yield flush()
-    result = db.session.execute(_ordered(select(*_COLUMNS).where(*_conditions(event, filters))),
-                                execution_options={"yield_per": CSV_BATCH})
-    for batch in result.partitions():
-        for row in batch:
-            writer.writerow([csv_safe(cell) for cell in _csv_record(Participant(**row._mapping))])
-        yield flush()
+    """The whole filtered list as CSV chunks (never cached: it is a download, and large)."""
+    return stream_csv(CSV_HEADER, _ordered(select(*_COLUMNS).where(*_conditions(event, filters))),
+                      lambda row: _csv_record(Participant(**row._mapping)), db.session)

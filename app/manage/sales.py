@@ -1,19 +1,17 @@
 """An event's sales as its organisers see them: orders (search, status, pages, CSV),
 one order, and the counts per ticket type (sold, held, checked in)."""
-import csv
-import io
 from dataclasses import dataclass
 
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import selectinload
 
+from app.csv_export import stream_csv
 from app.errors import DomainError, NotFound
 from app.extensions import db
-from app.manage.participants import csv_safe, search_query
+from app.manage.participants import search_query
 from app.models import Order, OrderItem, OrderStatus, Ticket, TicketStatus, TicketType
 
 PAGE_SIZE = 25
-CSV_BATCH = 500
 ORDER_STATUSES = tuple(OrderStatus)
 
 
@@ -116,21 +114,6 @@ def _csv_record(order, tickets):
 
 
 def orders_csv(event, filters):
-    """The whole filtered list as CSV text, a batch of rows per chunk."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-
-    def flush():
-        chunk = buffer.getvalue()
-        buffer.seek(0)
-        buffer.truncate()
-        return chunk
-
-    writer.writerow(CSV_HEADER)
-    yield flush()
-    result = db.session.execute(_newest_first(select(Order, _ticket_count()).where(*_conditions(event, filters))),
-                                execution_options={"yield_per": CSV_BATCH})
-    for batch in result.partitions():
-        for order, tickets in batch:
-            writer.writerow([csv_safe(cell) for cell in _csv_record(order, tickets)])
-        yield flush()
+    """The whole filtered list as CSV chunks."""
+    return stream_csv(CSV_HEADER, _newest_first(select(Order, _ticket_count()).where(*_conditions(event, filters))),
+                      lambda row: _csv_record(*row), db.session)
