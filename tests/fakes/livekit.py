@@ -22,8 +22,9 @@ from livekit.protocol.models import ParticipantInfo, TrackInfo
 from livekit.protocol.room import (ListParticipantsRequest, ListParticipantsResponse, MuteRoomTrackRequest,
                                    MuteRoomTrackResponse, RemoveParticipantResponse, RoomParticipantIdentity,
                                    UpdateParticipantRequest)
-from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
+
+from tests.fakes.server import LocalServer
 
 PREFIX = "/twirp/livekit.RoomService/"
 REQUEST_TYPES = {
@@ -45,11 +46,6 @@ def _twirp_error(status, code, msg):
     return Response(json.dumps({"code": code, "msg": msg}), status, mimetype="application/json")
 
 
-class _QuietHandler(WSGIRequestHandler):
-    def log_request(self, *args, **kwargs):
-        pass
-
-
 class FakeLiveKit:
     def __init__(self, api_key, api_secret):
         self.api_key, self.api_secret = api_key, api_secret
@@ -58,17 +54,15 @@ class FakeLiveKit:
         self.down = False  # answer every call with a 500, as during an outage
         self.rooms = {}  # room name -> {identity: ParticipantInfo}
         self._lock = threading.Lock()
-        self._server = make_server("127.0.0.1", 0, self._wsgi, threaded=True, request_handler=_QuietHandler)
-        self.url = f"http://127.0.0.1:{self._server.server_port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._http = LocalServer(self._wsgi)
+        self.url = self._http.url
 
     def start(self):
-        self._thread.start()
+        self._http.start()
         return self
 
     def stop(self):
-        self._server.shutdown()
-        self._thread.join()
+        self._http.stop()
 
     def reset(self):
         with self._lock:

@@ -14,7 +14,8 @@ from urllib.parse import urlencode
 from flask import Flask, jsonify, redirect, request
 from joserfc import jwt
 from joserfc.jwk import KeySet, RSAKey
-from werkzeug.serving import make_server
+
+from tests.fakes.server import LocalServer
 
 KEY_ID = "fake-oidc-key"
 
@@ -52,21 +53,16 @@ class OidcProvider:
         self._grants = {}                # one-time code -> what /authorize was asked
         self._access_tokens = {}         # access token -> identity, for /userinfo
         self._lock = threading.Lock()
-        self._server = make_server("127.0.0.1", 0, self._build_app(), threaded=True)
-        # A short poll interval so stop() returns quickly.
-        self._thread = threading.Thread(target=self._server.serve_forever,
-                                        kwargs={"poll_interval": 0.05}, daemon=True)
-        self.url = f"http://127.0.0.1:{self._server.server_port}"
+        self._http = LocalServer(self._build_app())
+        self.url = self._http.url
         self.discovery_url = self.url + "/.well-known/openid-configuration"
 
     def start(self):
-        self._thread.start()
+        self._http.start()
         return self
 
     def stop(self):
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join()
+        self._http.stop()
 
     def seen(self, path):
         return [r for r in self.requests if r.path == path]

@@ -17,8 +17,9 @@ import threading
 import time
 from dataclasses import dataclass
 
-from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
+
+from tests.fakes.server import LocalServer
 
 SESSION_PATH_RE = re.compile(r"^/v1/checkout/sessions/(?P<id>[^/]+)$")
 KEY_PART_RE = re.compile(r"\[([^\]]*)\]")
@@ -94,11 +95,6 @@ def _json(body, status=200, replayed=False):
     return Response(json.dumps(body), status, mimetype="application/json", headers=headers)
 
 
-class _QuietHandler(WSGIRequestHandler):
-    def log_request(self, *args, **kwargs):
-        pass  # keeps werkzeug's access log out of the tests' captured logs
-
-
 class FakeStripe:
     def __init__(self, secret_key):
         self.secret_key = secret_key
@@ -106,17 +102,15 @@ class FakeStripe:
         self.sessions = {}
         self._idempotent = {}  # key -> (params, response body)
         self._lock = threading.Lock()
-        self._server = make_server("127.0.0.1", 0, self._wsgi, threaded=True, request_handler=_QuietHandler)
-        self.base_url = f"http://127.0.0.1:{self._server.server_port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._http = LocalServer(self._wsgi)
+        self.base_url = self._http.url
 
     def start(self):
-        self._thread.start()
+        self._http.start()
         return self
 
     def stop(self):
-        self._server.shutdown()
-        self._thread.join()
+        self._http.stop()
 
     def reset(self):
         with self._lock:

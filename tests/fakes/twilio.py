@@ -12,8 +12,9 @@ import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
-from werkzeug.serving import WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request, Response
+
+from tests.fakes.server import LocalServer
 
 PATH_RE = re.compile(r"^/v2/Services/(?P<service>[^/]+)/(?P<action>Verifications|VerificationCheck)$")
 E164_RE = re.compile(r"^\+[1-9]\d{7,14}$")
@@ -52,11 +53,6 @@ def _error(status, code, message):
     return Response(json.dumps(body), status, mimetype="application/json")
 
 
-class _QuietHandler(WSGIRequestHandler):
-    def log_request(self, *args, **kwargs):
-        pass  # keeps werkzeug's access log out of the tests' captured logs
-
-
 class FakeTwilioVerify:
     def __init__(self, account_sid, auth_token, service_sid):
         self.account_sid, self.auth_token, self.service_sid = account_sid, auth_token, service_sid
@@ -65,18 +61,15 @@ class FakeTwilioVerify:
         self.down = False  # answer every call with a 500, as during an outage
         self._verifications = {}  # phone -> its latest Verification
         self._lock = threading.Lock()
-        self._server = make_server("127.0.0.1", 0, self._wsgi, threaded=True,
-                                   request_handler=_QuietHandler)
-        self.base_url = f"http://127.0.0.1:{self._server.server_port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._http = LocalServer(self._wsgi)
+        self.base_url = self._http.url
 
     def start(self):
-        self._thread.start()
+        self._http.start()
         return self
 
     def stop(self):
-        self._server.shutdown()
-        self._thread.join()
+        self._http.stop()
 
     def reset(self):
         with self._lock:
