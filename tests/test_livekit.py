@@ -1,5 +1,6 @@
 """LiveKit: join tokens per role, participant control against a fake LiveKit
 server spoken to by the real SDK, and signed webhooks kept in Redis."""
+import asyncio
 import json
 
 import jwt
@@ -432,3 +433,14 @@ def test_webhook_without_livekit_is_404(app, client):
         pytest.skip("LIVEKIT_* is set in this environment")
     body = webhook_event("participant_joined", "room-v", identity="user-1")
     assert _post_webhook(client, body).status_code == 404
+
+
+def test_calls_work_from_a_thread_whose_event_loop_is_running(lk_app, fake_livekit):
+    """An async server (or a test driving a browser) already runs a loop in the thread."""
+    fake_livekit.add_participant("room-c", "user-4", name="Di")
+
+    async def from_inside_a_loop():
+        with lk_app.app_context():
+            return livekit.list_participants("room-c")
+
+    assert [p.identity for p in asyncio.run(from_inside_a_loop())] == ["user-4"]

@@ -164,3 +164,31 @@ def test_random_sequences_keep_the_invariants(ctx):
     HoldLifecycle.TestCase.settings = settings(max_examples=25, stateful_step_count=20, deadline=None,
                                                suppress_health_check=list(HealthCheck))
     HoldLifecycle.TestCase().runTest()
+
+
+def test_expiry_jobs_and_sweeps_race_without_deadlock(app, make_event, make_ticket_type, make_user, ctx):
+    from app.checkout.jobs import expire_hold_job, sweep_expired_holds
+
+    ticket_type_id = make_ticket_type(make_event(), capacity=100, max_per_order=1)
+    buyers = [db.session.get(User, make_user()) for _ in range(40)]
+    hold_ids = [services.hold_seats(buyer, ticket_type_id, 1).id for buyer in buyers]
+    db.session.commit()
+    db.session.execute(update(Hold).values(expires_at=utcnow() - timedelta(seconds=1)))
+    db.session.commit()
+
+    def in_app(work):
+        def run():
+            try:
+                with app.app_context():
+                    work()
+                return "ok"
+            except Exception as exc:  # a deadlock would surface here
+                return repr(exc)
+        return run
+
+    outcomes = race([in_app(lambda h=h: expire_hold_job(h)) for h in hold_ids]
+                    + [in_app(sweep_expired_holds) for _ in range(3)])
+    assert set(outcomes) == {"ok"}, [o for o in outcomes if o != "ok"][:3]
+    ticket_type = assert_counters_match(ticket_type_id)
+    assert ticket_type.held == 0
+    assert set(db.session.scalars(select(Hold.status))) == {"expired"}

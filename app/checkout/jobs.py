@@ -6,6 +6,7 @@ from app.checkout import services
 from app.extensions import db, redis
 
 log = logging.getLogger(__name__)
+SWEEP_BATCH = 1000
 
 
 def expire_hold_job(hold_id):
@@ -19,10 +20,10 @@ def expire_hold_job(hold_id):
 def sweep_expired_holds():
     expired = 0
     while True:
-        count = services.expire_due_holds()
-        db.session.commit()
+        count = services.expire_due_holds(batch=SWEEP_BATCH)
+        db.session.commit()  # per batch: short transactions, counters released early
         expired += count
-        if count < 500:
+        if count < SWEEP_BATCH:
             break
     if expired:
         log.info("sweep expired %d hold(s) the scheduler had not", expired)

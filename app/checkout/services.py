@@ -8,6 +8,7 @@ most once, whatever runs at the same time (an expiry job, the sweep, the buyer).
 """
 import logging
 import secrets
+from collections import defaultdict
 from datetime import timedelta
 from zoneinfo import ZoneInfo
 
@@ -112,12 +113,32 @@ def expire_hold(hold_id, now=None):
     return release_hold(hold_id, HoldStatus.EXPIRED, now, only_if_due=True)
 
 
-def expire_due_holds(now=None, batch=500):
-    """The sweep: expire every active hold past its time. Returns how many."""
+def expire_due_holds(now=None, batch=1000):
+    """The sweep: expire up to `batch` active holds past their time. Returns how many.
+
+    Set-based and deadlock-free: due holds are claimed with SKIP LOCKED (a hold a
+    job or the buyer is releasing right now is left to them), then each ticket
+    type's counter is changed once, after the holds - the same hold-then-counter
+    order as a single release. Holding a counter's row lock across a long batch
+    while claiming holds one by one deadlocked with per-hold releases.
+    """
     now = now or utcnow()
-    due = db.session.scalars(select(Hold.id).where(
-        Hold.status == HoldStatus.ACTIVE, Hold.expires_at <= now).limit(batch)).all()
-    return sum(expire_hold(hold_id, now) for hold_id in due)
+    due = (select(Hold.id).where(Hold.status == HoldStatus.ACTIVE, Hold.expires_at <= now)
+           .limit(batch).with_for_update(skip_locked=True).scalar_subquery())
+    released = db.session.execute(
+        update(Hold).where(Hold.id.in_(due), Hold.status == HoldStatus.ACTIVE, Hold.expires_at <= now)
+        .values(status=HoldStatus.EXPIRED, ended_at=now)
+        .returning(Hold.ticket_type_id, Hold.quantity)
+        .execution_options(synchronize_session=False)).all()
+    seats = defaultdict(int)
+    for ticket_type_id, quantity in released:
+        seats[ticket_type_id] += quantity
+    for ticket_type_id in sorted(seats):
+        db.session.execute(
+            update(TicketType).where(TicketType.id == ticket_type_id)
+            .values(held=TicketType.held - seats[ticket_type_id])
+            .execution_options(synchronize_session=False))
+    return len(released)
 
 
 def own_hold(user, hold_id):

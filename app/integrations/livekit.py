@@ -8,6 +8,7 @@ every server call runs its own short loop (asyncio.run) with a fresh client: fin
 for Flask and RQ threads, which never run a loop of their own.
 """
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 import base64
 import hashlib
 import hmac
@@ -155,6 +156,18 @@ def mint_token(identity, *, name, room_name, metadata=None, can_subscribe=True, 
 
 # --- server API -----------------------------------------------------------------
 
+
+def _run_to_completion(coroutine_function):
+    """asyncio.run, also from a thread whose own loop is already running (an async
+    server, gevent, or a test driving a browser): then on a worker thread."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coroutine_function())
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coroutine_function()).result()
+
+
 def _call(method, make_request):
     """Run one RoomService call to completion; translate every failure to our errors."""
     import aiohttp
@@ -169,7 +182,7 @@ def _call(method, make_request):
             return await getattr(client.room, method)(make_request())
 
     try:
-        return asyncio.run(run())
+        return _run_to_completion(run)
     except api.ServerError as exc:
         if exc.code == api.ServerErrorCode.NOT_FOUND:
             raise ParticipantNotFound("That person is not in the room any more.") from None
