@@ -77,6 +77,7 @@ class Config:
     RATELIMIT_CODE_VERIFY_IP = os.environ.get(
         "RATELIMIT_CODE_VERIFY_IP", "60 per hour")
     RATELIMIT_HEADERS_ENABLED = True
+    CHAT_RATE_LIMIT = os.environ.get("CHAT_RATE_LIMIT", "10 per 10 seconds")  # per user per room
 
     # Mail: SMTP when MAIL_SERVER is set, else the console adapter logs messages.
     MAIL_SERVER = os.environ.get("MAIL_SERVER")

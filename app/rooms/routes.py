@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 
 
 def _chat_limit():
-    return current_app.config.get("CHAT_RATE_LIMIT", "10 per 10 seconds")
+    return current_app.config["CHAT_RATE_LIMIT"]
 
 
 def _per_user_and_room():
