@@ -1,4 +1,5 @@
-"""Hold expiry: 10,000 holds come due at the same moment; the real worker
+"""Hold expiry: 10,000 holds come due within --spread seconds (default 0: all at the
+same moment); the real worker
 (`python worker.py`: RQ SimpleWorker, its scheduler, the periodic sweep) releases them.
 
     .venv/bin/python bench/expiry.py                       # both databases
@@ -6,9 +7,10 @@
 
 The holds are made through the service (checkout.services.hold_seats, commits of
 500) with a hold lifetime of --lifetime seconds instead of HOLD_MINUTES (an app
-override in this process only: `HOLD_MINUTES` is whole minutes), all created "at"
-the same instant T0 so they all expire at T0 + lifetime, and each expiry job is
-scheduled exactly as the route does it (checkout.jobs.schedule_hold_expiry).
+override in this process only: `HOLD_MINUTES` is whole minutes), created "at" instants
+spread evenly over [T0, T0 + spread] so they expire over [T0 + lifetime, T0 + lifetime
++ spread], and each is scheduled exactly as the route does it
+(checkout.jobs.schedule_hold_expiry: one job per second in which holds fall due).
 
 Measured per hold: lateness = ended_at - expires_at. Goal: every hold released
 within lifetime + 10 s, i.e. max lateness <= 10 s.
@@ -40,6 +42,8 @@ def parse_args(argv):
     p.add_argument("--lifetime", type=float,
                    help="seconds from T0 (start of hold creation) to expiry; default 20 s + 15 ms per hold, "
                         "so that making and scheduling them is over well before they come due")
+    p.add_argument("--spread", type=float, default=0.0,
+                   help="seconds over which the holds' expiry times are spread (default 0: all at once)")
     p.add_argument("--grace", type=float, default=240.0,
                    help="how long past expiry + 10 s to keep waiting for stragglers (default 240)")
     p.add_argument("--workers", type=int, default=1,
@@ -77,8 +81,9 @@ def setup_data(app, holds):
         return ticket_type.id, user_ids
 
 
-def create_holds(app, ticket_type_id, user_ids, t0):
-    """hold_seats for every buyer "at" t0, commit per batch, then schedule each expiry."""
+def create_holds(app, ticket_type_id, user_ids, t0, spread):
+    """hold_seats for every buyer "at" t0 + its share of spread, commit per batch, then
+    schedule each expiry."""
     from app.checkout import services
     from app.checkout.jobs import schedule_hold_expiry
     from app.extensions import db
@@ -87,8 +92,9 @@ def create_holds(app, ticket_type_id, user_ids, t0):
     with app.app_context():
         for start in range(0, len(user_ids), BATCH):
             t = time.perf_counter()
-            batch = [services.hold_seats(SimpleNamespace(id=uid), ticket_type_id, 1, now=t0)
-                     for uid in user_ids[start:start + BATCH]]
+            batch = [services.hold_seats(SimpleNamespace(id=uid), ticket_type_id, 1,
+                                         now=t0 + timedelta(seconds=spread * (start + i) / len(user_ids)))
+                     for i, uid in enumerate(user_ids[start:start + BATCH])]
             db.session.commit()
             making += time.perf_counter() - t
             t = time.perf_counter()
@@ -129,9 +135,9 @@ def job_results(app):
                 if job is None:
                     continue
                 value = job.return_value()
-                if job.func_name.endswith("expire_hold_job"):
+                if job.func_name.endswith("expire_due_holds_job"):
                     jobs += 1
-                    by_job += value is True
+                    by_job += value or 0
                 elif job.func_name.endswith("sweep_expired_holds"):
                     sweeps += 1
                     by_sweep += value or 0
@@ -177,7 +183,7 @@ def child(args):
 
         t0 = utcnow()
         expires_at = t0 + timedelta(seconds=args.lifetime)
-        making, scheduling = create_holds(app, ticket_type_id, user_ids, t0)
+        making, scheduling = create_holds(app, ticket_type_id, user_ids, t0, args.spread)
         created = utcnow()
         ahead = (expires_at - created).total_seconds()
         print(f"{args.holds} holds made (hold_seats) in {making:.1f} s and scheduled (schedule_hold_expiry) "
@@ -189,7 +195,7 @@ def child(args):
         if args.py_spy:  # from just before the holds come due to the end of the drain
             time.sleep(max((expires_at - utcnow()).total_seconds() - 2, 0))
             spy = c.PySpy(args.py_spy, worker.proc.pid, Path(instance) / "worker.pyspy.txt")
-        stop_at = expires_at + timedelta(seconds=10 + args.grace)
+        stop_at = expires_at + timedelta(seconds=args.spread + 10 + args.grace)
         while utcnow() < stop_at:
             held, active = snapshot(app, ticket_type_id)
             min_held = held if min_held is None else min(min_held, held)
@@ -245,7 +251,8 @@ def child(args):
     late_max = max(lateness) if lateness else float("nan")
     drain = max((r.ended_at for r in ended), default=expires_at) - expires_at
     print()
-    print(f"{args.db}: {args.holds} holds due at once, lifetime {args.lifetime:.0f} s, "
+    due = "at once" if not args.spread else f"over {args.spread:.0f} s"
+    print(f"{args.db}: {args.holds} holds due {due}, lifetime {args.lifetime:.0f} s, "
           f"{args.workers} x python worker.py (RQ SimpleWorker + scheduler + sweep thread); "
           f"load avg {os.getloadavg()[0]:.1f}")
     print(c.table([[
@@ -255,6 +262,7 @@ def child(args):
         releases - expired, min_held, results["failed jobs"],
     ]], ["holds", "expired", "late p50 s", "late p99 s", "late max s", "drain s", "releases/s",
          "by jobs", "by sweeps", "sweeps", "released twice", "min held", "failed jobs"]))
+    print(f"expiry jobs run: {results['expiry jobs run']} (one per second in which holds fell due)")
     within = sum(late <= 10 for late in lateness)
     print(f"released within lifetime + 10 s: {within}/{args.holds} -> goal "
           f"{'MET' if within == args.holds else 'MISSED'}")

@@ -9,7 +9,8 @@ CSRF-exempt endpoint of the same stack (bench/wsgi_bench.py, the floor) and one 
 of 200 POST /checkout/hold, in alternating order. Invariants checked every run (exit 1
 if any breaks): every answer is 302 or 409 (no 5xx, no timeouts), 302s == held == sum
 of active holds == 50 (no oversell, no seat left while buyers were turned away),
-sold + held <= capacity, one expiry job scheduled per hold, and no "database is
+sold + held <= capacity, one expiry job scheduled per second in which holds fall
+due, and no "database is
 locked" / Traceback in gunicorn's log.
 
 Buyers are users made in the database, signed in the way Flask-Login leaves a browser:
@@ -27,6 +28,7 @@ The goal compares hold req/s with the floor's req/s (>= 0.50).
     --py-spy PATH      profile the hold server's workers with py-spy, print where the time goes
 """
 import argparse
+import math
 import os
 import statistics
 import sys
@@ -101,19 +103,22 @@ def new_ticket_type(app, event_id, seats, run):
 
 
 def counters(app, ticket_type_id):
-    """(capacity, sold, held, sum of active holds, scheduled expiry jobs) in one read."""
-    from sqlalchemy import text
+    """(capacity, sold, held, sum of active holds, distinct expiry seconds of all holds,
+    scheduled expiry jobs)."""
+    from sqlalchemy import select, text
 
     from app.extensions import db, redis
+    from app.models import Hold
 
     with app.app_context():
         row = db.session.execute(text(
             "SELECT capacity, sold, held, (SELECT coalesce(sum(quantity), 0) FROM holds "
             "WHERE ticket_type_id = :id AND status = 'active') FROM ticket_types WHERE id = :id"),
             {"id": ticket_type_id}).one()
+        seconds = {math.ceil(at.timestamp()) for at in db.session.scalars(select(Hold.expires_at))}
         db.session.remove()
         scheduled = redis.queue().scheduled_job_registry.count
-    return (*row, scheduled)
+    return (*row, len(seconds), scheduled)
 
 
 def measured_burst(server, payloads):
@@ -165,7 +170,7 @@ def child(args):
             statuses = [s for s, _, _ in hold_results]
             wins = statuses.count(302)
             total_holds += wins
-            capacity, sold, held, active, scheduled = counters(app, ticket_type_id)
+            capacity, sold, held, active, due_seconds, scheduled = counters(app, ticket_type_id)
             problems = []
             if any(s not in (302, 409) for s in statuses):
                 odd = sorted({s for s in statuses if s not in (302, 409)})
@@ -179,8 +184,8 @@ def child(args):
                 problems.append(f"302s {wins}, held {held}, active holds {active} differ")
             if held != min(capacity, args.buyers):
                 problems.append(f"held {held}: seats left while buyers were turned away")
-            if scheduled != total_holds:
-                problems.append(f"{scheduled} expiry jobs scheduled for {total_holds} holds")
+            if scheduled != due_seconds:
+                problems.append(f"{scheduled} expiry jobs scheduled for holds due in {due_seconds} seconds")
             if problems:
                 failures.append((run, problems))
                 print(f"run {run}: " + "; ".join(problems), flush=True)

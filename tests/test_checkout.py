@@ -1,10 +1,11 @@
 """Buying tickets over HTTP: holds, confirmation, bad input, expiry."""
+import math
 from datetime import timedelta
 
 import pytest
 from sqlalchemy import func, select, update
 
-from app.checkout.jobs import expire_hold_job, sweep_expired_holds
+from app.checkout.jobs import expire_due_holds_job, expiry_job_id, sweep_expired_holds
 from app.extensions import db, redis
 from app.models import (AccessGrant, Hold, HoldStatus, Order, OrderStatus, Ticket, TicketType)
 from app.models.base import utcnow
@@ -55,8 +56,9 @@ def test_take_a_free_ticket(user_client, free_event, outbox, run_jobs, ctx):
     assert counters(ticket_type_id) == (2, 0)
     page = client.get(response.location).get_data(as_text=True)
     assert "held for" in page and "data-countdown" in page
-    # the expiry job is scheduled at the hold's expiry
-    assert redis.zscore("rq:scheduled:default", f"expire-hold-{hold.id}") is not None
+    # the expiry job is scheduled at the hold's expiry (one job for every hold of that second)
+    assert redis.zscore("rq:scheduled:default", expiry_job_id(hold.expires_at)) == \
+        math.ceil(hold.expires_at.timestamp())
 
     response = confirm(client, hold.id)
     assert response.status_code == 302
@@ -245,14 +247,36 @@ def test_expiry_job_and_sweep_release_once(user_client, free_event, app, ctx):
     take(client, ticket_type_id, 2)
     hold_id = db.session.scalar(select(Hold.id).where(Hold.status == "active"))
     with app.app_context():
-        assert expire_hold_job(hold_id) is False  # not due yet
+        assert expire_due_holds_job() == 0  # not due yet
+    assert counters(ticket_type_id) == (2, 0)
     db.session.execute(update(Hold).values(expires_at=utcnow() - timedelta(seconds=1)))
     db.session.commit()
     with app.app_context():
-        assert expire_hold_job(hold_id) is True
-        assert expire_hold_job(hold_id) is False  # idempotent
+        assert expire_due_holds_job() == 1
+        assert expire_due_holds_job() == 0  # idempotent
         assert sweep_expired_holds() == 0
     assert counters(ticket_type_id) == (0, 0)
+
+
+def test_holds_falling_due_in_one_second_share_one_expiry_job(app, make_event, make_ticket_type, make_user,
+                                                               ctx):
+    from app.checkout import services
+    from app.checkout.jobs import schedule_hold_expiry
+    from app.models import User
+
+    ticket_type_id = make_ticket_type(make_event(), capacity=10)
+    buyers = [make_user() for _ in range(3)]
+    holds = [services.hold_seats(db.session.get(User, buyer), ticket_type_id, 1) for buyer in buyers]
+    due = utcnow().replace(microsecond=0) + timedelta(minutes=5)
+    holds[0].expires_at, holds[1].expires_at = due - timedelta(milliseconds=400), due
+    holds[2].expires_at = due + timedelta(seconds=1)
+    db.session.commit()
+    with app.app_context():
+        for hold in holds:
+            schedule_hold_expiry(hold)
+    scheduled = {job.decode(): score for job, score in redis.zrange("rq:scheduled:default", 0, -1, withscores=True)}
+    assert scheduled == {expiry_job_id(due): due.timestamp(),
+                         expiry_job_id(holds[2].expires_at): due.timestamp() + 1}
 
 
 def test_sweep_catches_holds_the_scheduler_missed(user_client, free_event, app, ctx):

@@ -166,8 +166,9 @@ def test_random_sequences_keep_the_invariants(ctx):
     HoldLifecycle.TestCase().runTest()
 
 
-def test_expiry_jobs_and_sweeps_race_without_deadlock(app, make_event, make_ticket_type, make_user, ctx):
-    from app.checkout.jobs import expire_hold_job, sweep_expired_holds
+def test_expiry_jobs_sweeps_and_releases_race_without_deadlock(app, make_event, make_ticket_type, make_user,
+                                                               ctx):
+    from app.checkout.jobs import expire_due_holds_job, sweep_expired_holds
 
     ticket_type_id = make_ticket_type(make_event(), capacity=100, max_per_order=1)
     buyers = [db.session.get(User, make_user()) for _ in range(40)]
@@ -186,8 +187,15 @@ def test_expiry_jobs_and_sweeps_race_without_deadlock(app, make_event, make_tick
                 return repr(exc)
         return run
 
-    outcomes = race([in_app(lambda h=h: expire_hold_job(h)) for h in hold_ids]
-                    + [in_app(sweep_expired_holds) for _ in range(3)])
+    def release(hold_id):  # the buyer's "release" and a late card payment's expire_hold
+        if services.release_hold(hold_id, HoldStatus.EXPIRED):
+            db.session.commit()
+        else:
+            db.session.rollback()
+
+    outcomes = race([in_app(lambda h=h: release(h)) for h in hold_ids[::2]]
+                    + [in_app(expire_due_holds_job) for _ in range(4)]
+                    + [in_app(sweep_expired_holds) for _ in range(2)])
     assert set(outcomes) == {"ok"}, [o for o in outcomes if o != "ok"][:3]
     ticket_type = assert_counters_match(ticket_type_id)
     assert ticket_type.held == 0

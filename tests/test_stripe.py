@@ -2,6 +2,7 @@
 Stripe on 127.0.0.1, and the signed checkout.session webhooks."""
 import json
 import logging
+import math
 import time
 from datetime import timedelta
 
@@ -9,7 +10,7 @@ import pytest
 from sqlalchemy import func, select, update
 
 from app import create_app
-from app.checkout.jobs import expire_hold_job
+from app.checkout.jobs import expire_due_holds_job, expiry_job_id
 from app.checkout.services import WEBHOOK_GRACE
 from app.extensions import db, redis
 from app.models import AccessGrant, Hold, HoldStatus, Order, OrderStatus, PaymentMethod, Ticket, TicketType
@@ -116,7 +117,8 @@ def test_pay_opens_a_checkout_session_and_keeps_the_seats(buyer, paid_type, fake
     assert hold.status == HoldStatus.ACTIVE
     assert hold.expires_at.timestamp() == session["expires_at"] + WEBHOOK_GRACE.total_seconds()
     assert hold.expires_at - utcnow() > timedelta(minutes=30)
-    assert redis.zscore("rq:scheduled:default", f"expire-hold-{hold_id}") == int(hold.expires_at.timestamp())
+    assert redis.zscore("rq:scheduled:default", expiry_job_id(hold.expires_at)) == \
+        math.ceil(hold.expires_at.timestamp())
     assert counters(paid_type) == (2, 0)
     assert "Pay with card" in client.get(f"/checkout/{hold_id}").get_data(as_text=True)  # back from Stripe
 
@@ -258,7 +260,7 @@ def _expire(hold_id, app):
     db.session.execute(update(Hold).where(Hold.id == hold_id).values(expires_at=utcnow() - timedelta(seconds=1)))
     db.session.commit()
     with app.app_context():
-        assert expire_hold_job(hold_id) is True
+        assert expire_due_holds_job() == 1
 
 
 def test_payment_after_the_hold_ended_takes_seats_that_are_still_free(buyer, paid_type, fake_stripe,

@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 from flask import current_app
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import joinedload
 
 from app.access.services import grant_role
 from app.errors import DomainError, NotFound
@@ -61,17 +62,30 @@ def check_on_sale(ticket_type, now):
         raise DomainError("Sales for this ticket have ended.", 409)
 
 
+def _sold_out(left):
+    return SoldOut("Sold out." if left <= 0 else f"Only {left} left: choose fewer tickets.")
+
+
 def hold_seats(user, ticket_type_id, raw_quantity, now=None):
     """Reserve seats for HOLD_MINUTES. Replaces the buyer's earlier hold on the same type."""
     now = now or utcnow()
-    ticket_type = db.session.get(TicketType, ticket_type_id)
+    ticket_type = db.session.get(TicketType, ticket_type_id, options=[joinedload(TicketType.event)])
     if ticket_type is None:
         raise NotFound("There is no such ticket.")
     quantity = _parse_quantity(raw_quantity, ticket_type)
     check_on_sale(ticket_type, now)
-    for earlier in db.session.scalars(select(Hold.id).where(
-            Hold.user_id == user.id, Hold.ticket_type_id == ticket_type.id, Hold.status == HoldStatus.ACTIVE)):
-        release_hold(earlier, HoldStatus.RELEASED, now)
+    earlier = db.session.execute(select(Hold.id, Hold.quantity).where(
+        Hold.user_id == user.id, Hold.ticket_type_id == ticket_type.id, Hold.status == HoldStatus.ACTIVE)).all()
+    # Sold out as just read (the buyer's own hold counts as free: it is replaced): say so
+    # without writing. In a drop most buyers land here, and a refusal that takes no write
+    # lock keeps the database free for those still getting seats. The conditional UPDATE
+    # below remains the guard against overselling; a seat freed since this read goes to
+    # the next buyer, as it would have a moment later anyway.
+    within_reach = ticket_type.available + sum(q for _, q in earlier)
+    if within_reach < quantity:
+        raise _sold_out(within_reach)
+    for hold_id, _ in earlier:
+        release_hold(hold_id, HoldStatus.RELEASED, now)
     taken = db.session.execute(
         update(TicketType)
         .where(TicketType.id == ticket_type.id,
@@ -80,8 +94,7 @@ def hold_seats(user, ticket_type_id, raw_quantity, now=None):
         .execution_options(synchronize_session=False)).rowcount
     if not taken:
         db.session.refresh(ticket_type)
-        left = ticket_type.available
-        raise SoldOut("Sold out." if left == 0 else f"Only {left} left: choose fewer tickets.")
+        raise _sold_out(ticket_type.available)
     hold = Hold(ticket_type_id=ticket_type.id, event_id=ticket_type.event_id, user_id=user.id,
                 quantity=quantity, expires_at=now + timedelta(minutes=current_app.config["HOLD_MINUTES"]))
     db.session.add(hold)
@@ -109,12 +122,12 @@ def release_hold(hold_id, to_status=HoldStatus.RELEASED, now=None, only_if_due=F
 
 
 def expire_hold(hold_id, now=None):
-    """The scheduled job's work: expire the hold if it is still active and due."""
+    """Expire this one hold if it is still active and due (a late card payment finds it so)."""
     return release_hold(hold_id, HoldStatus.EXPIRED, now, only_if_due=True)
 
 
 def expire_due_holds(now=None, batch=1000):
-    """The sweep: expire up to `batch` active holds past their time. Returns how many.
+    """Expire up to `batch` active holds past their time. Returns how many.
 
     Set-based and deadlock-free: due holds are claimed with SKIP LOCKED (a hold a
     job or the buyer is releasing right now is left to them), then each ticket
