@@ -96,6 +96,9 @@ class Config:
     # Our sending number (E.164) for plain texts such as invitation links; without it
     # those texts go to the log.
     TWILIO_SMS_FROM = os.environ.get("TWILIO_SMS_FROM")
+    # A Conversations service (IS...): each room's chat becomes a conversation in it,
+    # delivered back through /webhooks/twilio/conversations. Unset: the built-in chat.
+    TWILIO_CONVERSATIONS_SERVICE_SID = os.environ.get("TWILIO_CONVERSATIONS_SERVICE_SID")
 
     # Google sign-in appears when GOOGLE_CLIENT_ID is set.
     GOOGLE_CLIENT_ID = os.environ.get("GOOGLE_CLIENT_ID")

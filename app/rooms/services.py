@@ -13,7 +13,8 @@ from sqlalchemy import and_, or_, select
 from app.access.services import can, event_for
 from app.errors import DomainError, Forbidden, NotFound
 from app.extensions import db, redis
-from app.models import Room
+from app.integrations import conversations
+from app.models import Room, User
 from app.models.base import utcnow
 from app.models.live import ChatMessage
 
@@ -22,6 +23,8 @@ HEARTBEAT_INTERVAL = 20    # the socket refreshes its presence this often
 MAX_BODY = 500
 HISTORY_PAGE = 50
 MUTE_SECONDS = 10 * 60
+# How long a chat line remembers its Twilio message (for moderation and removal).
+TWILIO_MESSAGE_TTL = 90 * 24 * 3600
 
 
 def channel(room_id):
@@ -143,8 +146,8 @@ def slow_mode_seconds(room_id):
     return int(value) if value else 0
 
 
-def post_message(room, user, body):
-    """Save a chat message; the caller commits, then calls announce_message."""
+def _check_sender(room, user, body):
+    """The rules every message passes, built-in or Twilio: returns the clean body."""
     body = clean_body(body)
     if is_muted(room.id, user.id):
         raise Forbidden("You are muted in this room.")
@@ -152,6 +155,26 @@ def post_message(room, user, body):
     if seconds and not redis.set(_last_sent_key(room.id, user.id), 1, nx=True, ex=seconds):
         wait = max(redis.ttl(_last_sent_key(room.id, user.id)), 1)
         raise DomainError(f"Slow mode is on: you can send again in {wait} s.", 429)
+    return body
+
+
+def post_message(room, user, body):
+    """Save a chat message; the caller commits, then calls announce_message.
+
+    With Twilio Conversations the message goes to the room's conversation instead
+    and returns None: it is saved and announced when Twilio's webhook brings it
+    back (receive_twilio_message), as it is for everyone else in the room.
+    """
+    body = _check_sender(room, user, body)
+    if conversations.is_enabled():
+        label = user.label[:120]
+        try:
+            conversations.adapter().post_message(room.id, room.name, user.id, body,
+                                                 {"user_id": user.id, "author_label": label})
+        except conversations.ChatUnavailable:
+            redis.delete(_last_sent_key(room.id, user.id))  # not sent: slow mode owes no wait
+            raise
+        return None
     message = ChatMessage(room_id=room.id, user_id=user.id, author_label=user.label[:120], body=body)
     db.session.add(message)
     db.session.flush()
@@ -167,12 +190,68 @@ def announce_message(message):
     publish(message.room_id, "chat", message=message_payload(message))
 
 
+def _twilio_sid_key(message_id):
+    return f"chat:twilio:sid:{message_id}"
+
+
+def _message_id_key(twilio_sid):
+    return f"chat:twilio:message:{twilio_sid}"
+
+
+def receive_twilio_message(conversation_sid, twilio_sid, author, body, attributes):
+    """Save a message Twilio says was added to one of our conversations; the caller
+    commits, then calls announce_message.
+
+    None when the conversation is not a room's, or the message is not one a room
+    can show (no author we know, an empty or oversized body).
+    """
+    room_id = conversations.adapter().room_id_for(conversation_sid)
+    room = db.session.get(Room, room_id) if room_id else None
+    if room is None:
+        return None
+    author = db.session.get(User, author or "")
+    body = (body or "").strip()
+    if author is None or not body or len(body) > MAX_BODY:
+        return None
+    label = attributes.get("author_label") if attributes.get("user_id") == author.id else None
+    message = ChatMessage(room_id=room.id, user_id=author.id, author_label=(label or author.label)[:120], body=body)
+    db.session.add(message)
+    db.session.flush()
+    # Written before the commit: if the commit fails, Twilio's retry saves a new row and
+    # the orphan mapping points at nothing.
+    pipe = redis.pipeline()
+    pipe.set(_twilio_sid_key(message.id), twilio_sid, ex=TWILIO_MESSAGE_TTL)
+    pipe.set(_message_id_key(twilio_sid), message.id, ex=TWILIO_MESSAGE_TTL)
+    pipe.execute()
+    return message
+
+
+def remove_twilio_message(twilio_sid):
+    """Hide the chat line of a message removed at Twilio; the caller commits, then
+    calls announce_deletion. None if we never showed it or it is already hidden."""
+    message_id = redis.get(_message_id_key(twilio_sid))
+    message = db.session.get(ChatMessage, message_id.decode()) if message_id else None
+    if message is None or message.deleted_at is not None:
+        return None
+    message.deleted_at = utcnow()
+    db.session.flush()
+    return message
+
+
 def delete_message(room, message_id, moderator):
-    """Hide a message (kept on record with who deleted it); the caller commits."""
+    """Hide a message (kept on record with who deleted it); the caller commits.
+
+    With Twilio Conversations the message is removed there first, so a Twilio
+    failure leaves both sides as they were. A line whose Twilio SID Redis no
+    longer holds (older than TWILIO_MESSAGE_TTL) is hidden here only.
+    """
     message = db.session.get(ChatMessage, message_id)
     if message is None or message.room_id != room.id:
         raise NotFound("There is no such message.")
     if message.deleted_at is None:
+        twilio_sid = redis.get(_twilio_sid_key(message.id)) if conversations.is_enabled() else None
+        if twilio_sid:
+            conversations.adapter().delete_message(room.id, twilio_sid.decode())
         message.deleted_at = utcnow()
         message.deleted_by_id = moderator.id
         db.session.flush()
