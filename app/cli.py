@@ -167,7 +167,7 @@ class HugeCatalog:
         for position, (room_name, kind) in enumerate([("Main stage", RoomKind.MAIN), ("Backstage", RoomKind.BACKSTAGE)]):
             rows["rooms"].append({"id": uuid.uuid4().hex, "event_id": event_id, "name": room_name, "kind": kind,
                                   "livekit_room_name": f"room-{uuid.uuid4().hex}", "is_main_room": kind == RoomKind.MAIN,
-                                  "capacity": None, "position": position, "created_at": created_stamp})
+                                  "capacity": None, "position": position, "stage_slots": 4, "created_at": created_stamp})
         sold_total = self._tickets_for_next_event() if status != EventStatus.DRAFT else 0
         kinds = self._ticket_kinds()
         shares = self._split(sold_total, len(kinds))

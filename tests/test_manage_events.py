@@ -315,9 +315,11 @@ def test_add_rooms(organiser, ctx):
     assert "Breakout A is added." in body
     assert post(client, rooms_path, {"name": "Green room", "kind": "backstage", "capacity": ""},
                 token_from=rooms_path).status_code == 302
+    assert hx_post(client, rooms_path, {"name": "Panel room", "kind": "breakout", "stage_slots": "6"}).status_code == 200
     rooms = rooms_in_order(event_id)
-    assert [(room.name, room.capacity, room.position) for room in rooms] == [
-        ("Main stage", None, 0), ("Backstage", None, 1), ("Breakout A", 40, 2), ("Green room", None, 3)]
+    assert [(room.name, room.capacity, room.position, room.stage_slots) for room in rooms] == [
+        ("Main stage", None, 0, 4), ("Backstage", None, 1, 4), ("Breakout A", 40, 2, 4), ("Green room", None, 3, 4),
+        ("Panel room", None, 4, 6)]
 
 
 @pytest.mark.parametrize("data, message", [
@@ -329,6 +331,8 @@ def test_add_rooms(organiser, ctx):
     ({"name": "Tiny", "kind": "breakout", "capacity": "99999999999"}, "Capacity is a whole number of at least 1"),
     ({"name": "Tiny", "kind": "ballroom"}, "Not a valid choice."),
     ({"name": "Second stage", "kind": "main"}, "This event already has a main room."),
+    ({"name": "Tiny", "kind": "breakout", "stage_slots": "0"}, "Stage places is a whole number from 1 to 50."),
+    ({"name": "Tiny", "kind": "breakout", "stage_slots": "51"}, "Stage places is a whole number from 1 to 50."),
 ])
 def test_bad_rooms_are_refused(organiser, ctx, data, message):
     client, event_id = organiser
@@ -357,7 +361,12 @@ def test_rename_a_room_inline(organiser, ctx):
     assert response.status_code == 422 and 'data-testid="room-edit-row"' in body
     assert "Give the room a name." in body and "Capacity is a whole number of at least 1" in body
     room = rooms_in_order(event_id)[1]
-    assert (room.name, room.capacity) == ("Green room", 12)
+    assert (room.name, room.capacity, room.stage_slots) == ("Green room", 12, 4)
+    main = rooms_in_order(event_id)[0].id
+    response = hx_post(client, f"/manage/events/{event_id}/rooms/{main}",
+                       {"name": "Main stage", "capacity": "", "stage_slots": "2"})
+    assert response.status_code == 200 and "<td>2</td>" in response.get_data(as_text=True)
+    assert rooms_in_order(event_id)[0].stage_slots == 2
 
 
 def test_reorder_rooms(organiser, ctx):

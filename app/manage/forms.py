@@ -11,6 +11,7 @@ from wtforms import (BooleanField, DateTimeLocalField, DecimalField, IntegerFiel
 from wtforms.validators import DataRequired, InputRequired, Length, Optional, Regexp, ValidationError
 
 from app.models import RoomKind
+from app.models.events import DEFAULT_STAGE_SLOTS
 
 COMMON_TIMEZONES = [
     "UTC", "Europe/London", "Europe/Dublin", "Europe/Lisbon", "Europe/Paris", "Europe/Brussels",
@@ -128,9 +129,14 @@ class RoomForm(FlaskForm):
     capacity = IntegerField("Capacity", validators=[
         Optional(), between(1, MAX_COUNT, "Capacity is a whole number of at least 1 (or leave it blank).")],
         description="Blank for no limit.")
+    stage_slots = IntegerField("Stage places", default=DEFAULT_STAGE_SLOTS, validators=[
+        Optional(), between(1, 50, "Stage places is a whole number from 1 to 50.")],
+        description="How many people hosts can bring on stage at once.")
 
     def room_fields(self):
-        return {"name": self.name.data, "capacity": self.capacity.data}
+        # Blank keeps what the room has (a new room: the default).
+        return {"name": self.name.data, "capacity": self.capacity.data,
+                "stage_slots": self.stage_slots.data or None}
 
 
 class NewRoomForm(RoomForm):

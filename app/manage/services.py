@@ -19,6 +19,7 @@ from app.images import resize_image
 from app.integrations import storage
 from app.models import AccessGrant, Event, EventStatus, Room, RoomKind, TicketType
 from app.models.base import utcnow
+from app.models.events import DEFAULT_STAGE_SLOTS
 
 PAGE_SIZE = 20
 COVER_SIZE = (1600, 900)
@@ -213,19 +214,23 @@ def room_of(event, room_id):
     return room
 
 
-def add_room(event, *, name, kind, capacity):
+def add_room(event, *, name, kind, capacity, stage_slots=None):
     if kind == RoomKind.MAIN and event.main_room is not None:
         raise FieldError("kind", "This event already has a main room.")
     last = db.session.scalar(select(func.max(Room.position)).where(Room.event_id == event.id))
     room = Room(event_id=event.id, name=name, kind=kind, is_main_room=kind == RoomKind.MAIN,
-                capacity=capacity, position=(last + 1) if last is not None else 0)
+                capacity=capacity, stage_slots=stage_slots or DEFAULT_STAGE_SLOTS,
+                position=(last + 1) if last is not None else 0)
     db.session.add(room)
     db.session.flush()
     return room
 
 
-def update_room(room, *, name, capacity):
+def update_room(room, *, name, capacity, stage_slots=None):
+    """Fewer stage places take effect as people leave the stage: nobody is pushed off."""
     room.name, room.capacity = name, capacity
+    if stage_slots:
+        room.stage_slots = stage_slots
     db.session.flush()
     return room
 

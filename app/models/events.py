@@ -67,6 +67,9 @@ class Event(db.Model):
         return next((room for room in self.rooms if room.is_main_room), None)
 
 
+DEFAULT_STAGE_SLOTS = 4  # people on a room's stage at once, unless the organiser says otherwise
+
+
 class RoomKind(StrEnum):
     MAIN = "main"
     BACKSTAGE = "backstage"
@@ -82,6 +85,7 @@ class Room(db.Model):
         Index("rooms_one_main_per_event_idx", "event_id", unique=True,
               sqlite_where=text("is_main_room"), postgresql_where=text("is_main_room")),
         Index("rooms_event_position_idx", "event_id", "position"),
+        CheckConstraint("stage_slots BETWEEN 1 AND 50", name="stage_slots"),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
@@ -92,6 +96,9 @@ class Room(db.Model):
     is_main_room: Mapped[bool] = mapped_column(Boolean, default=False)
     capacity: Mapped[int | None] = mapped_column(Integer)
     position: Mapped[int] = mapped_column(Integer, default=0)
+    # How many people may be on this room's stage at once (app/rooms/stage.py).
+    stage_slots: Mapped[int] = mapped_column(Integer, default=DEFAULT_STAGE_SLOTS,
+                                             server_default=text(str(DEFAULT_STAGE_SLOTS)))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     event = relationship("Event", back_populates="rooms")

@@ -134,6 +134,15 @@ class Hub:
                 self._fan_out_chat(room_id, payload["message"])
             elif kind == "chat_deleted":
                 self.broadcast(room_id, f'<div id="msg-{payload["message_id"]}" hx-swap-oob="delete"></div>')
+            elif kind in ("stage", "vet"):
+                # The stage's fragments differ per person (private vetting, own place in
+                # the queue): app/rooms/stage_routes.py renders them, send_to_user delivers.
+                from app.rooms import stage_routes
+
+                if kind == "stage":
+                    stage_routes.fan_out_stage(self, room_id, payload.get("user_ids") or ())
+                else:
+                    stage_routes.fan_out_vet(self, room_id, payload)
         except Exception:
             log.exception("room hub failed on a %s message", kind)
 
@@ -177,6 +186,12 @@ class Hub:
     def broadcast(self, room_id, html):
         for connection in self.local(room_id):
             self._send(connection, html)
+
+    def send_to_user(self, room_id, user_id, html):
+        """Send to one person's sockets in the room (every tab), nobody else's."""
+        for connection in self.local(room_id):
+            if connection.user_id == user_id:
+                self._send(connection, html)
 
     def _send(self, connection, html):
         try:

@@ -13,10 +13,13 @@ from datetime import UTC, datetime
 from flask import current_app, jsonify, request
 from flask_login import current_user
 
-from app.errors import DomainError
-from app.extensions import csrf, redis
+from app.access.services import can
+from app.errors import DomainError, Forbidden
+from app.extensions import csrf, db, redis
 from app.integrations import livekit
+from app.models import EventStatus, Room, RoomKind
 from app.rooms import bp
+from app.rooms.stage import may_publish_via_stage
 from app.rooms.services import room_for
 from app.rooms.tokens import grants_for, participant_metadata
 
@@ -42,6 +45,25 @@ def _wants_json():
             or accept.best_match(["application/json", "text/html"]) == "application/json")
 
 
+def _room_for_token(user, room_id):
+    """The room, if the user may join its video now.
+
+    A fan being vetted may join the event's backstage room for the camera check even
+    when their ticket reaches only the main room. An event that is not active (a
+    draft, or archived) has video for its stage team only.
+    """
+    try:
+        room, event = room_for(user, room_id)
+    except Forbidden:
+        room = db.session.get(Room, room_id)
+        if room is None or room.kind != RoomKind.BACKSTAGE or not may_publish_via_stage(user, room):
+            raise
+        event = room.event
+    if event.status != EventStatus.ACTIVE and not can(user, "stage.manage", event, room.id):
+        raise Forbidden("This event is not open yet, or has ended: its video is for the event's team only.")
+    return room, event
+
+
 @bp.get("/rooms/<room_id>/token")
 def token(room_id):
     if not current_user.is_authenticated:
@@ -49,7 +71,7 @@ def token(room_id):
             return _error("Please sign in to join the room.", 401)
         return current_app.login_manager.unauthorized()
     try:
-        room, _event = room_for(current_user, room_id)
+        room, _event = _room_for_token(current_user, room_id)
         grants = grants_for(current_user, room, hidden=request.args.get("hidden") == "1")
         if not livekit.is_enabled():
             return _error("Video is not configured.", 503)

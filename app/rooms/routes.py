@@ -12,7 +12,7 @@ from simple_websocket import ConnectionClosed
 from app.errors import DomainError, render_error
 from app.extensions import db, limiter, sock
 from app.htmx import is_htmx_request, redirect_to
-from app.rooms import bp, services
+from app.rooms import bp, services, stage
 from app.rooms.live import Connection, hub_for
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,8 @@ def _room_context(room, event, **extra):
                           if "rooms.token" in current_app.view_functions else ""),
             # A path: htmx opens ws:// or wss:// on the page's own host, whatever the proxy.
             "socket_path": urlsplit(url_for("rooms.room_socket", room_id=room.id)).path,
-            "body": "", "error": None, **extra}
+            "body": "", "error": None, "stage_error": None, "stage_notice": None,
+            **stage.stage_context(user, room), **extra}
 
 
 @bp.get("/rooms/<room_id>")
@@ -88,7 +89,8 @@ def send_message(room_id):
         db.session.rollback()
         return _form_response(room, event, exc.status, body=body, error=exc.message)
     db.session.commit()
-    services.announce_message(message)
+    if message is not None:  # None: Twilio has it, and its webhook announces it
+        services.announce_message(message)
     if is_htmx_request():
         return _form_response(room, event)
     return redirect_to(url_for("rooms.show", room_id=room.id) + "#chat")

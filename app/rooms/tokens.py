@@ -12,6 +12,7 @@ from app.access.services import can, owns_account
 from app.errors import Forbidden
 from app.extensions import db
 from app.models import AccessGrant, Role
+from app.rooms.stage import may_publish_via_stage
 
 
 @dataclass(frozen=True)
@@ -24,8 +25,12 @@ class RoomGrants:
 
 
 def publish_allowed(user, event, room):
-    """May this user send audio and video in the room?"""
-    return can(user, "room.publish", event, room.id)
+    """May this user send audio and video in the room?
+
+    Those whose role publishes, and, through the stage flow, whoever is on this
+    room's stage or is being vetted (camera check) when this is the backstage room.
+    """
+    return can(user, "room.publish", event, room.id) or may_publish_via_stage(user, room)
 
 
 def grants_for(user, room, *, hidden=False):

@@ -60,3 +60,53 @@ def test_host_and_fan_see_each_other_and_chat_live(new_page, browser_sign_in, ma
 
     fan.close()  # the fan leaves: the host's list updates
     expect(host_presence).not_to_contain_text("Finn Fan")
+
+
+@pytest.mark.browser
+def test_host_vets_a_fan_and_brings_them_on_stage_live(new_page, browser_sign_in, make_user, make_event,
+                                                       data_app):
+    event_id = make_event()
+    host_id = make_user("host@example.com", name="Hana Host")
+    fan_id = make_user("vip@example.com", name="Vera Vip")
+    with data_app.app_context():
+        room_id = db.session.get(Event, event_id).main_room.id
+        db.session.add_all([
+            AccessGrant(event_id=event_id, user_id=host_id, role_id="host", source="manual"),
+            AccessGrant(event_id=event_id, user_id=fan_id, role_id="vip", source="manual")])
+        db.session.commit()
+
+    fan = browser_sign_in(new_page(), "vip@example.com")
+    fan.goto(f"/rooms/{room_id}")
+    fan.get_by_role("button", name="Join the backstage queue").click()
+    expect(fan.get_by_test_id("my-place")).to_contain_text("You are number 1 in the queue")
+
+    host = browser_sign_in(new_page(), "host@example.com")
+    host.goto(f"/rooms/{room_id}")
+    expect(host.get_by_test_id("presence")).to_contain_text("Vera Vip")
+    queue = host.get_by_test_id("stage-queue")
+    expect(queue.get_by_test_id("queue-entry")).to_contain_text("Vera Vip")
+
+    host.get_by_role("button", name="Vet the next person").click()
+    expect(fan.get_by_test_id("my-place")).to_contain_text("A host is checking you in")  # no reload
+    host.get_by_label("Private message").fill("Hi Vera, can you hear me?")
+    host.get_by_role("button", name="Send privately").click()
+    expect(fan.get_by_test_id("vet-messages")).to_contain_text("Hi Vera, can you hear me?")
+    fan.get_by_label("Private message").fill("Yes, loud and clear")
+    fan.get_by_role("button", name="Send privately").click()
+    expect(host.get_by_test_id("vet-messages")).to_contain_text("Yes, loud and clear")
+    screenshot(host, "stage-host-vetting")
+
+    host.get_by_label("Note to Vera Vip").fill("Break a leg")
+    host.get_by_role("button", name="Approve Vera Vip").click()
+    expect(fan.get_by_test_id("stage-self")).to_contain_text("You are on stage now")
+    expect(fan.get_by_test_id("stage-people")).to_contain_text("Vera Vip")
+    expect(host.get_by_test_id("stage-people")).to_contain_text("Vera Vip")
+    screenshot(fan, "stage-fan-on-stage")
+
+    fan.get_by_label("Message", exact=True).fill("Hello from the stage")
+    fan.get_by_role("button", name="Send", exact=True).click()
+    expect(host.get_by_test_id("chat-messages")).to_contain_text("Hello from the stage")
+
+    host.get_by_role("button", name="Remove Vera Vip from stage").click()
+    expect(fan.get_by_test_id("stage-self")).not_to_contain_text("You are on stage now")
+    expect(fan.get_by_test_id("stage-people")).to_contain_text("Nobody is on stage")

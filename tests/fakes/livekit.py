@@ -5,6 +5,10 @@ JWT (HS256 with the API secret) whose video grant must be roomAdmin for the
 request's room. Each call is recorded as (method, parsed request, grants).
 Errors are Twirp JSON ({"code", "msg"}), as the SDK expects.
 
+A browser's join is recorded too: the LiveKit JS SDK opens its signal socket at
+GET /rtc (or /rtc/v1)?access_token=... (then asks .../validate why it failed). The fake has no
+media server, so it refuses the upgrade and records the token's claims in `joins`.
+
 signed_webhook() builds a webhook request the way LiveKit does: the body is the
 event as protobuf JSON, Authorization the bare JWT whose sha256 claim is
 base64(sha256(body)).
@@ -51,6 +55,7 @@ class FakeLiveKit:
         self.api_key, self.api_secret = api_key, api_secret
         self.calls = []
         self.rejected = []  # (method, reason) of calls refused for their token
+        self.joins = []  # claims of the tokens browsers presented at /rtc
         self.down = False  # answer every call with a 500, as during an outage
         self.rooms = {}  # room name -> {identity: ParticipantInfo}
         self._lock = threading.Lock()
@@ -68,6 +73,7 @@ class FakeLiveKit:
         with self._lock:
             self.calls.clear()
             self.rejected.clear()
+            self.joins.clear()
             self.rooms.clear()
             self.down = False
 
@@ -92,6 +98,8 @@ class FakeLiveKit:
         return response(environ, start_response)
 
     def _answer(self, request):
+        if request.path.startswith("/rtc"):
+            return self._signal(request)
         method = request.path[len(PREFIX):] if request.path.startswith(PREFIX) else None
         if request.method != "POST" or method not in REQUEST_TYPES:
             return _twirp_error(404, "bad_route", f"no handler for {request.path}")
@@ -122,6 +130,16 @@ class FakeLiveKit:
         if not video.get("roomAdmin") or video.get("room") != room:
             return video, "token lacks roomAdmin for this room"
         return video, None
+
+    def _signal(self, request):
+        try:
+            claims = jwt.decode(request.args.get("access_token", ""), self.api_secret, algorithms=["HS256"],
+                                issuer=self.api_key)
+        except jwt.PyJWTError as exc:
+            return Response(f"invalid token: {type(exc).__name__}", 401)
+        if not request.path.rstrip("/").endswith("/validate"):
+            self.joins.append(claims)
+        return Response("this fake has no media server", 503)
 
     def _participant(self, message):
         return self.rooms.get(message.room, {}).get(message.identity)

@@ -1,0 +1,87 @@
+"""The LiveKit glue (static/js/livekit.js) in a real browser: the room page fetches
+a token from our server and presents it to the LiveKit URL. The fake LiveKit has no
+media server; it records the token each browser joined with and refuses the socket,
+so the page must say video is unreachable and keep the rest of the room working."""
+import pytest
+from playwright.sync_api import expect
+
+from app.extensions import db
+from app.models import AccessGrant, Event
+from app.rooms.live import hub_for
+from tests.browser.conftest import LiveServer, close_redis_connections
+from tests.conftest import app_config
+from tests.fakes.livekit import FakeLiveKit
+
+KEY, SECRET = "APIglue", "glue-secret-0123456789abcdef0123456789"
+
+
+@pytest.fixture(scope="module")
+def fake_livekit():
+    server = FakeLiveKit(KEY, SECRET).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def video_server(base_dir, smtp_server, fake_livekit):
+    """A second web app with LiveKit configured, served like the session's."""
+    from app import create_app
+
+    app = create_app("testing", **app_config(
+        base_dir, smtp_server.port, LIVEKIT_URL="ws" + fake_livekit.url[len("http"):],
+        LIVEKIT_API_KEY=KEY, LIVEKIT_API_SECRET=SECRET))
+    server = LiveServer(app).start()
+    yield server
+    server.stop()
+    hub_for(app).stop()
+    close_redis_connections(app)
+
+
+@pytest.fixture
+def video_page(browser, video_server):
+    contexts = []
+
+    def make():
+        context = browser.new_context(base_url=video_server.url, viewport={"width": 1200, "height": 800})
+        contexts.append(context)
+        return context.new_page()
+
+    yield make
+    for context in contexts:
+        context.close()
+
+
+def joined_as(fake_livekit, identity):
+    return [claims for claims in fake_livekit.joins if claims["sub"] == identity]
+
+
+@pytest.mark.browser
+def test_the_room_page_joins_livekit_with_its_own_grants(video_page, browser_sign_in, make_user, make_event,
+                                                         data_app, fake_livekit):
+    event_id = make_event()
+    host_id = make_user("host@example.com", name="Hana Host")
+    fan_id = make_user("fan@example.com", name="Finn Fan")
+    with data_app.app_context():
+        event = db.session.get(Event, event_id)
+        room_id, room_name = event.main_room.id, event.main_room.livekit_room_name
+        db.session.add_all([
+            AccessGrant(event_id=event_id, user_id=host_id, role_id="host", source="manual"),
+            AccessGrant(event_id=event_id, user_id=fan_id, role_id="attendee", source="manual")])
+        db.session.commit()
+
+    fan = browser_sign_in(video_page(), "fan@example.com")
+    fan.goto(f"/rooms/{room_id}")
+    # No media server behind the fake: the page says so instead of failing silently...
+    expect(fan.get_by_test_id("video-status")).to_contain_text("Could not reach the video server")
+    # ...after presenting the token our server minted: this room, watch only.
+    [grants, *_] = [claims["video"] for claims in joined_as(fake_livekit, fan_id)]
+    assert grants["room"] == room_name and grants["roomJoin"] is True
+    assert grants.get("canSubscribe") is True and grants.get("canPublish") is False
+
+    host = browser_sign_in(video_page(), "host@example.com")
+    host.goto(f"/rooms/{room_id}")
+    expect(host.get_by_test_id("video-status")).to_contain_text("Could not reach the video server")
+    [grants, *_] = [claims["video"] for claims in joined_as(fake_livekit, host_id)]
+    assert grants["room"] == room_name and grants.get("canPublish") is True
+    # The rest of the room works without video.
+    expect(host.get_by_test_id("presence")).to_contain_text("Finn Fan")
