@@ -398,10 +398,10 @@ def test_room_started_and_finished(lk_client):
 def test_track_and_unknown_events_answer_200(lk_client):
     track = _post_webhook(lk_client, webhook_event("track_published", "room-t", identity="user-1",
                                                    track_sid="TR_1"))
-    unknown = _post_webhook(lk_client, webhook_event("egress_started", "room-t"))
+    unknown = _post_webhook(lk_client, webhook_event("ingress_started", "room-t"))
 
     assert track.status_code == 200
-    assert unknown.status_code == 200 and unknown.get_json()["ignored"] == "egress_started"
+    assert unknown.status_code == 200 and unknown.get_json()["ignored"] == "ingress_started"
 
 
 def test_forged_tampered_missing_or_expired_signatures_are_401(lk_client):
@@ -450,3 +450,21 @@ def test_calls_work_from_a_thread_whose_event_loop_is_running(lk_app, fake_livek
     thread.start()
     thread.join(30)
     assert [p.identity for p in found["participants"]] == ["user-4"]
+
+
+def test_a_recording_of_a_room_marks_its_start_for_stage_offsets(lk_client, make_event, rooms):
+    from app.rooms.stage import recording_started_key
+
+    room_id, room_name = rooms(make_event())["main"]
+    started_ns = 1_790_000_000 * 10**9 + 250_000_000
+    egress = {"egressId": "EG_1", "roomName": room_name, "startedAt": str(started_ns)}
+
+    def egress_webhook(kind):
+        body = json.loads(webhook_event(kind, room_name))
+        del body["room"]  # egress events name the room in egressInfo only
+        return _post_webhook(lk_client, json.dumps({**body, "egressInfo": egress}).encode())
+
+    assert egress_webhook("egress_started").status_code == 200
+    assert redis.get(recording_started_key(room_id)).decode() == "2026-09-21T14:13:20.250000+00:00"
+    assert egress_webhook("egress_ended").status_code == 200
+    assert redis.get(recording_started_key(room_id)) is None

@@ -82,6 +82,7 @@ class WebhookEvent:
     participant_sid: str
     participant_joined_at: datetime | None
     track_sid: str
+    egress_started_at: datetime | None = None  # egress_started/ended: when the recording began
 
 
 @dataclass(frozen=True)
@@ -272,7 +273,9 @@ def verify_webhook(body, authorization):
         raise MalformedWebhook("The LiveKit event has no id or type.")
     participant = message.participant
     joined = participant.joined_at_ms / 1000 if participant.joined_at_ms else participant.joined_at
+    egress = message.egress_info
     return WebhookEvent(id=message.id, event=message.event, created_at=_timestamp(message.created_at),
-                        room_name=message.room.name, room_sid=message.room.sid,
+                        room_name=message.room.name or egress.room_name, room_sid=message.room.sid,
                         participant_identity=participant.identity, participant_sid=participant.sid,
-                        participant_joined_at=_timestamp(joined), track_sid=message.track.sid)
+                        participant_joined_at=_timestamp(joined), track_sid=message.track.sid,
+                        egress_started_at=_timestamp(egress.started_at / 1e9))  # nanoseconds

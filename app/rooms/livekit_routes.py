@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 
 from flask import current_app, jsonify, request
 from flask_login import current_user
+from sqlalchemy import select
 
 from app.access.services import can
 from app.errors import DomainError, Forbidden
@@ -19,7 +20,7 @@ from app.extensions import csrf, db, redis
 from app.integrations import livekit
 from app.models import EventStatus, Room, RoomKind
 from app.rooms import bp
-from app.rooms.stage import may_publish_via_stage
+from app.rooms.stage import may_publish_via_stage, recording_started_key
 from app.rooms.services import room_for
 from app.rooms.tokens import grants_for, participant_metadata
 
@@ -152,6 +153,20 @@ def _room_finished(event):
     redis.delete(started_key(name), participants_key(name), _sessions_key(name))
 
 
+def _egress_started(event):
+    """A recording of the room began: stage events from now on carry their offset."""
+    room = db.session.scalar(select(Room).where(Room.livekit_room_name == event.room_name))
+    if room is not None:
+        started = event.egress_started_at or event.created_at or datetime.now(UTC)
+        redis.set(recording_started_key(room.id), started.isoformat(), ex=ROOM_STATE_TTL)
+
+
+def _egress_ended(event):
+    room = db.session.scalar(select(Room).where(Room.livekit_room_name == event.room_name))
+    if room is not None:
+        redis.delete(recording_started_key(room.id))
+
+
 def _track_changed(event):
     log.info("LiveKit %s: room %s, participant %s, track %s", event.event, event.room_name,
              event.participant_identity, event.track_sid)
@@ -164,6 +179,8 @@ WEBHOOK_HANDLERS = {
     "room_finished": _room_finished,
     "track_published": _track_changed,
     "track_unpublished": _track_changed,
+    "egress_started": _egress_started,
+    "egress_ended": _egress_ended,
 }
 
 

@@ -19,8 +19,8 @@ error. All of a stage change (entry, appearance, stage event) is in the live
 database, so it commits as one transaction.
 
 Stage events carry the offset from the recording start when a recording runs:
-its start is read from Redis (recording_started_key), which the recording
-pipeline (or LiveKit's egress_started webhook) sets; no key, NULL offset.
+its start is read from Redis (recording_started_key), which LiveKit's
+egress_started webhook sets; no recording running, NULL offset.
 
 Services flush and never commit; the announce_*/after_* helpers run after the
 route's commit (Redis fan-out, LiveKit permission, the timer job).
@@ -54,7 +54,8 @@ class StageFull(DomainError):
 
 
 def recording_started_key(room_id):
-    """ISO time the room's current recording started; set by the recording side."""
+    """ISO time the room's current recording started: LiveKit's egress_started webhook
+    sets it, egress_ended clears it (app/rooms/livekit_routes.py)."""
     return f"recording:room:{room_id}:started"
 
 
