@@ -3,6 +3,7 @@ server spoken to by the real SDK, and signed webhooks kept in Redis."""
 import asyncio
 import threading
 import json
+import time
 
 import jwt
 import pytest
@@ -11,7 +12,7 @@ from flask import Flask
 from app.extensions import db, redis
 from app.integrations import livekit
 from app.rooms.livekit_routes import started_key, video_participants
-from tests.conftest import app_config
+from tests.conftest import app_config, post
 from tests.fakes.livekit import FakeLiveKit, signed_webhook, webhook_event
 
 KEY = "APIfakekey"
@@ -340,6 +341,58 @@ def test_without_livekit_calls_are_unavailable(app):
         livekit.remove_participant("room-g", "user-5")
 
 
+# --- moderation of the room's video ------------------------------------------------------
+
+def test_moderators_mute_a_microphone_and_remove_someone_from_the_video(person, make_event, give_role, rooms,
+                                                                        fake_livekit):
+    event_id = make_event()
+    room_id, room_name = rooms(event_id)["main"]
+    mod, mod_id = person("mo@example.com", name="Mo")
+    fan, fan_id = person("fan@example.com", name="Fan")
+    other_mod, other_mod_id = person("lee@example.com", name="Lee")
+    give_role(event_id, mod_id, "moderator")
+    give_role(event_id, other_mod_id, "moderator")
+    give_role(event_id, fan_id, "talent")
+    fake_livekit.add_participant(room_name, fan_id, name="Fan", tracks=["TR_cam"], audio_tracks=["TR_mic"])
+    page = f"/rooms/{room_id}"
+
+    muted = post(mod, f"{page}/video/mute", {"user_id": fan_id}, token_from=page, headers={"HX-Request": "true"})
+    assert muted.status_code == 200 and "Their microphone is muted." in muted.get_data(as_text=True)
+    [call] = fake_livekit.calls_to("MutePublishedTrack")
+    assert (call.message.room, call.message.identity, call.message.track_sid, call.message.muted) == \
+        (room_name, fan_id, "TR_mic", True)  # the microphone only, not the camera
+
+    assert _token(fan, room_id).status_code == 200
+    removed = post(mod, f"{page}/video/remove", {"user_id": fan_id}, token_from=page,
+                   headers={"HX-Request": "true"})
+    assert removed.status_code == 200 and "Fan is out of the video for 10 minutes." in removed.get_data(as_text=True)
+    [call] = fake_livekit.calls_to("RemoveParticipant")
+    assert (call.message.room, call.message.identity) == (room_name, fan_id)
+    refused = _token(fan, room_id)
+    assert refused.status_code == 403 and "removed you" in refused.get_json()["error"]
+
+    # Moderators cannot act on each other; the others cannot moderate; strangers see nothing.
+    assert post(mod, f"{page}/video/remove", {"user_id": other_mod_id}, token_from=page).status_code == 403
+    assert post(fan, f"{page}/video/mute", {"user_id": mod_id}, token_from=page).status_code == 403
+    stranger, _ = person("stranger@example.com")
+    assert post(stranger, f"{page}/video/mute", {"user_id": fan_id}, token_from="/dashboard").status_code == 404
+    assert post(mod, f"{page}/video/mute", {"user_id": "nobody"}, token_from=page).status_code == 422
+    assert mod.post(f"{page}/video/mute", data={"user_id": fan_id}).status_code == 400  # no CSRF token
+    assert _token(other_mod, room_id).status_code == 200
+    assert len(fake_livekit.calls_to("RemoveParticipant")) == 1 and len(fake_livekit.calls_to("MutePublishedTrack")) == 1
+
+
+def test_muting_someone_who_left_the_video_says_so(person, make_event, give_role, rooms):
+    event_id = make_event()
+    room_id, _ = rooms(event_id)["main"]
+    mod, mod_id = person("mo@example.com")
+    _, fan_id = person("fan@example.com")
+    give_role(event_id, mod_id, "moderator")
+    give_role(event_id, fan_id, "attendee")
+    response = post(mod, f"/rooms/{room_id}/video/mute", {"user_id": fan_id}, token_from=f"/rooms/{room_id}")
+    assert response.status_code == 404 and "not in the room any more" in response.get_data(as_text=True)
+
+
 # --- webhooks -------------------------------------------------------------------------------
 
 def _post_webhook(client, body, authorization="sign", **sign_options):
@@ -468,3 +521,32 @@ def test_a_recording_of_a_room_marks_its_start_for_stage_offsets(lk_client, make
     assert redis.get(recording_started_key(room_id)).decode() == "2026-09-21T14:13:20.250000+00:00"
     assert egress_webhook("egress_ended").status_code == 200
     assert redis.get(recording_started_key(room_id)) is None
+
+
+def test_moderators_see_video_controls_in_the_live_presence_list(lk_app):
+    from app.rooms import services
+    from app.rooms.live import Connection, Hub
+
+    class Socket:
+        def __init__(self):
+            self.sent = []
+
+        def send(self, text):
+            self.sent.append(text)
+
+    hub = Hub(lk_app, window=0.05)
+    moderator, fan = Socket(), Socket()
+    hub.add(Connection(moderator, "room-m", "u-mod", "Mo", can_moderate=True))
+    hub.add(Connection(fan, "room-m", "u-fan", "Fan"))
+    try:
+        with lk_app.app_context():
+            services.register_presence("room-m", "c-fan", "u-fan", "Fan")
+        hub.dispatch(b"room:room-m", '{"type": "presence"}')
+        deadline = time.monotonic() + 5
+        while not (moderator.sent and fan.sent) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert "Mute mic" in moderator.sent[0] and "/rooms/room-m/video/remove" in moderator.sent[0]
+        assert "Fan" in fan.sent[0] and "Mute mic" not in fan.sent[0] and "video/remove" not in fan.sent[0]
+        assert "csrf_token" not in moderator.sent[0]  # a broadcast carries nobody's token
+    finally:
+        hub.stop()

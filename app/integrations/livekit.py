@@ -67,6 +67,7 @@ class Participant:
     joined_at: datetime | None
     can_publish: bool
     is_publisher: bool
+    audio_track_sids: tuple = ()  # their published microphone (and other audio) tracks
 
 
 @dataclass(frozen=True)
@@ -198,10 +199,13 @@ def _call(method, make_request):
 
 
 def _participant(info):
+    from livekit.protocol.models import TrackType
+
     joined = info.joined_at_ms / 1000 if info.joined_at_ms else info.joined_at
     return Participant(sid=info.sid, identity=info.identity, name=info.name, metadata=info.metadata,
                        joined_at=datetime.fromtimestamp(joined, UTC) if joined else None,
-                       can_publish=info.permission.can_publish, is_publisher=info.is_publisher)
+                       can_publish=info.permission.can_publish, is_publisher=info.is_publisher,
+                       audio_track_sids=tuple(t.sid for t in info.tracks if t.type == TrackType.AUDIO))
 
 
 def update_participant_permission(room_name, identity, *, can_publish, can_subscribe=True,
@@ -223,6 +227,13 @@ def mute_track(room_name, identity, track_sid, muted=True):
 
     _call("mute_published_track", lambda: MuteRoomTrackRequest(
         room=room_name, identity=str(identity), track_sid=track_sid, muted=muted))
+
+
+def get_participant(room_name, identity):
+    from livekit.protocol.room import RoomParticipantIdentity
+
+    return _participant(_call("get_participant", lambda: RoomParticipantIdentity(
+        room=room_name, identity=str(identity))))
 
 
 def remove_participant(room_name, identity):

@@ -163,9 +163,16 @@ class Hub:
             return
         with self.app.app_context():
             people = services.list_presence(room_id)
-        html = self.render("rooms/_presence.html", people=people, oob=True)
-        self.presence_renders += 1
-        self.broadcast(room_id, html)
+        video = bool(self.app.config.get("LIVEKIT_URL"))
+        rendered = {}  # moderators see video controls beside each person
+        for connection in self.local(room_id):
+            moderate = connection.can_moderate
+            if moderate not in rendered:
+                rendered[moderate] = self.render("rooms/_presence.html", people=people, oob=True, broadcast=True,
+                                                 room_id=room_id, can_moderate=moderate,
+                                                 livekit_configured=video)
+                self.presence_renders += 1
+            self._send(connection, rendered[moderate])
 
     def _fan_out_chat(self, room_id, message):
         message = dict(message, room_id=room_id, created_at=datetime.fromisoformat(message["created_at"]))

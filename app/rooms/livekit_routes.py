@@ -21,7 +21,7 @@ from app.integrations import livekit
 from app.models import EventStatus, Room, RoomKind
 from app.rooms import bp
 from app.rooms.stage import may_publish_via_stage, recording_started_key
-from app.rooms.services import room_for
+from app.rooms.services import room_for, video_removal_left
 from app.rooms.tokens import grants_for, participant_metadata
 
 log = logging.getLogger(__name__)
@@ -62,6 +62,8 @@ def _room_for_token(user, room_id):
         event = room.event
     if event.status != EventStatus.ACTIVE and not can(user, "stage.manage", event, room.id):
         raise Forbidden("This event is not open yet, or has ended: its video is for the event's team only.")
+    if video_removal_left(room.id, user.id):
+        raise Forbidden("A moderator removed you from this room's video. Try again in a few minutes.")
     return room, event
 
 

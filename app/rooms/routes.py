@@ -143,6 +143,23 @@ def slow_mode(room_id):
     return _moderation_done(room, f"Slow mode: one message per {seconds} s." if seconds else "Slow mode is off.")
 
 
+@bp.post("/rooms/<room_id>/video/mute")
+@login_required
+def mute_video(room_id):
+    room, _event = services.room_for(current_user, room_id, "chat.moderate")
+    muted = services.mute_microphone(room, current_user, request.form.get("user_id", ""))
+    return _moderation_done(room, "Their microphone is muted." if muted else "They are not sending sound.")
+
+
+@bp.post("/rooms/<room_id>/video/remove")
+@login_required
+def remove_video(room_id):
+    room, _event = services.room_for(current_user, room_id, "chat.moderate")
+    person = services.remove_from_video(room, current_user, request.form.get("user_id", ""))
+    minutes = services.VIDEO_REMOVAL_SECONDS // 60
+    return _moderation_done(room, f"{person.label} is out of the video for {minutes} minutes.")
+
+
 def _moderation_done(room, note):
     if is_htmx_request():
         return render_template("rooms/_moderation_note.html", note=note)

@@ -13,7 +13,7 @@ from sqlalchemy import and_, or_, select
 from app.access.services import can, event_for
 from app.errors import DomainError, Forbidden, NotFound
 from app.extensions import db, redis
-from app.integrations import conversations
+from app.integrations import conversations, livekit
 from app.models import Room, User
 from app.models.base import utcnow
 from app.models.live import ChatMessage
@@ -23,6 +23,7 @@ HEARTBEAT_INTERVAL = 20    # the socket refreshes its presence this often
 MAX_BODY = 500
 HISTORY_PAGE = 50
 MUTE_SECONDS = 10 * 60
+VIDEO_REMOVAL_SECONDS = 10 * 60  # a removed participant's tokens are refused this long
 # How long a chat line remembers its Twilio message (for moderation and removal).
 TWILIO_MESSAGE_TTL = 90 * 24 * 3600
 
@@ -53,6 +54,49 @@ def room_for(user, room_id, permission="room.join"):
 
 def may(user, permission, room):
     return can(user, permission, room.event, room.id)
+
+
+# --- video moderation ----------------------------------------------------------
+
+def _video_removal_key(room_id, user_id):
+    return f"video:removed:{room_id}:{user_id}"
+
+
+def video_removal_left(room_id, user_id):
+    """Seconds left of a moderator's removal of the user from the room's video (0: none)."""
+    return max(redis.ttl(_video_removal_key(room_id, user_id)), 0)
+
+
+def _moderated_person(room, moderator, user_id):
+    """The person a moderator acts on: present in the event, and not a moderator themselves."""
+    person = db.session.get(User, user_id) if user_id else None
+    if person is None:
+        raise DomainError("Choose whom to moderate.", 422)
+    if person.id == moderator.id or can(person, "chat.moderate", room.event, room.id):
+        raise Forbidden("Moderators cannot mute or remove each other.")
+    return person
+
+
+def mute_microphone(room, moderator, user_id):
+    """Mute the sound the person sends in the room's video. Returns how many tracks."""
+    person = _moderated_person(room, moderator, user_id)
+    participant = livekit.get_participant(room.livekit_room_name, person.id)
+    for track_sid in participant.audio_track_sids:
+        livekit.mute_track(room.livekit_room_name, person.id, track_sid, muted=True)
+    return len(participant.audio_track_sids)
+
+
+def remove_from_video(room, moderator, user_id, seconds=VIDEO_REMOVAL_SECONDS):
+    """Disconnect the person from the room's video; their next tokens are refused for a while."""
+    person = _moderated_person(room, moderator, user_id)
+    if not livekit.is_enabled():
+        raise DomainError("Video is not configured.", 409)
+    redis.set(_video_removal_key(room.id, person.id), 1, ex=seconds)  # first: no new token meanwhile
+    try:
+        livekit.remove_participant(room.livekit_room_name, person.id)
+    except livekit.ParticipantNotFound:
+        pass  # not connected right now: the removal still keeps them out
+    return person
 
 
 # --- presence ----------------------------------------------------------------

@@ -85,3 +85,11 @@ def test_the_room_page_joins_livekit_with_its_own_grants(video_page, browser_sig
     assert grants["room"] == room_name and grants.get("canPublish") is True
     # The rest of the room works without video.
     expect(host.get_by_test_id("presence")).to_contain_text("Finn Fan")
+
+    # The host (a moderator) mutes the fan's microphone from the presence list.
+    fake_livekit.add_participant(room_name, fan_id, name="Finn Fan", audio_tracks=["TR_finn_mic"])
+    host.get_by_role("button", name="Mute Finn Fan's microphone").click()
+    expect(host.locator("#moderation-note")).to_have_text("Their microphone is muted.")
+    [call] = fake_livekit.calls_to("MutePublishedTrack")
+    assert (call.message.identity, call.message.track_sid, call.message.muted) == (fan_id, "TR_finn_mic", True)
+    expect(fan.get_by_role("button", name="Mute Hana Host's microphone")).to_have_count(0)

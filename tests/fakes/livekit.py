@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass
 
 import jwt
-from livekit.protocol.models import ParticipantInfo, TrackInfo
+from livekit.protocol.models import ParticipantInfo, TrackInfo, TrackType
 from livekit.protocol.room import (ListParticipantsRequest, ListParticipantsResponse, MuteRoomTrackRequest,
                                    MuteRoomTrackResponse, RemoveParticipantResponse, RoomParticipantIdentity,
                                    UpdateParticipantRequest)
@@ -35,6 +35,7 @@ REQUEST_TYPES = {
     "UpdateParticipant": UpdateParticipantRequest,
     "MutePublishedTrack": MuteRoomTrackRequest,
     "RemoveParticipant": RoomParticipantIdentity,
+    "GetParticipant": RoomParticipantIdentity,
     "ListParticipants": ListParticipantsRequest,
 }
 
@@ -77,11 +78,13 @@ class FakeLiveKit:
             self.rooms.clear()
             self.down = False
 
-    def add_participant(self, room, identity, name="", tracks=()):
+    def add_participant(self, room, identity, name="", tracks=(), audio_tracks=()):
         info = ParticipantInfo(sid="PA_" + secrets.token_hex(6), identity=identity, name=name,
                                joined_at=int(time.time()), state=ParticipantInfo.State.ACTIVE)
         for sid in tracks:
-            info.tracks.append(TrackInfo(sid=sid, type=1))
+            info.tracks.append(TrackInfo(sid=sid, type=TrackType.VIDEO))
+        for sid in audio_tracks:
+            info.tracks.append(TrackInfo(sid=sid, type=TrackType.AUDIO))
         with self._lock:
             self.rooms.setdefault(room, {})[identity] = info
         return info
@@ -169,6 +172,12 @@ class FakeLiveKit:
             return self._not_found()
         del self.rooms[message.room][message.identity]
         return Response(RemoveParticipantResponse().SerializeToString(), 200, mimetype="application/protobuf")
+
+    def _GetParticipant(self, message):
+        info = self._participant(message)
+        if info is None:
+            return self._not_found()
+        return Response(info.SerializeToString(), 200, mimetype="application/protobuf")
 
     def _ListParticipants(self, message):
         response = ListParticipantsResponse(participants=list(self.rooms.get(message.room, {}).values()))
