@@ -454,3 +454,28 @@ def test_socket_refuses_without_room_join(member, user_client, room, live_url):
                            headers={"Cookie": session_cookie(client), "Origin": SAME_ORIGIN})
     with pytest.raises(Refused, match="401"):  # not signed in at all
         Client.connect(f"ws://{live_url}/rooms/{room['main']}/socket", headers={"Origin": SAME_ORIGIN})
+
+
+def test_a_reconnected_socket_catches_up_on_chat_and_the_stage(member, room, live_url, ctx):
+    fan, _ = member("attendee", "fan@example.com")
+    host, _ = member("moderator", "host@example.com")
+    send(host, room["main"], "before the drop")
+    seen = db.session.scalar(select(ChatMessage.id).where(ChatMessage.body == "before the drop"))
+    send(host, room["main"], "while you were away <3")  # the fan's socket was down
+    url = f"ws://{live_url}/rooms/{room['main']}/socket"
+    fan_ws = Client.connect(url, headers={"Cookie": session_cookie(fan), "Origin": SAME_ORIGIN})
+    try:
+        fan_ws.send(json.dumps({"type": "catch_up", "last_message_id": seen}))
+        frame = receive_until(fan_ws, "while you were away")
+        assert '<div id="chat-messages"' in frame and 'hx-swap-oob="true"' in frame
+        assert "while you were away &lt;3" in frame and "before the drop" in frame
+        assert 'id="stage-people"' in receive_until(fan_ws, 'id="stage-people"')
+        # Up to date already: no chat in the answer, the stage only.
+        latest = db.session.scalar(select(ChatMessage.id).where(ChatMessage.body == "while you were away <3"))
+        fan_ws.send(json.dumps({"type": "catch_up", "last_message_id": latest}))
+        frame = receive_until(fan_ws, 'id="stage-people"')
+        assert "chat-messages" not in frame
+        fan_ws.send(json.dumps({"type": "catch_up", "last_message_id": {"not": "an id"}}))  # odd but harmless
+        receive_until(fan_ws, 'id="stage-people"')
+    finally:
+        fan_ws.close()

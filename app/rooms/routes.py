@@ -12,7 +12,8 @@ from simple_websocket import ConnectionClosed
 from app.errors import DomainError, render_error
 from app.extensions import db, limiter, sock
 from app.htmx import is_htmx_request, redirect_to
-from app.rooms import bp, services, stage
+from app.rooms import bp, services, stage, stage_routes
+from app.models import Room
 from app.rooms.live import Connection, hub_for
 
 log = logging.getLogger(__name__)
@@ -218,11 +219,31 @@ def room_socket(ws, room_id):
 
 
 def handle_frame(connection, frame):
-    """The page sends nothing we need yet; anything but a ping is ignored, never fatal."""
+    """A ping, or a reconnected page asking to catch up; anything else is ignored, never fatal."""
     try:
         data = json.loads(frame)
     except (TypeError, ValueError):
         log.debug("ignored a malformed frame from %s", connection.user_id)
         return
-    if isinstance(data, dict) and data.get("type") == "ping":
+    if not isinstance(data, dict):
+        return
+    if data.get("type") == "ping":
         connection.send("<!-- pong -->")
+    elif data.get("type") == "catch_up":
+        catch_up(connection, data.get("last_message_id"))
+
+
+def catch_up(connection, last_message_id):
+    """What a page missed while its socket was down: newer chat (the latest page, when
+    its last message is not the latest) and the stage as this person sees it.
+    Presence needs nothing: registering the socket again announced it."""
+    try:
+        messages, has_older = services.chat_history(connection.room_id)
+        if messages and messages[-1].id != last_message_id:
+            room = db.session.get(Room, connection.room_id)
+            connection.send(render_template("rooms/_chat_messages.html", messages=messages, has_older=has_older,
+                                            room=room, can_moderate=connection.can_moderate, oob=True))
+    finally:
+        db.session.remove()  # the socket holds no database connection between frames
+    stage_routes.fan_out_stage(hub_for(current_app._get_current_object()), connection.room_id,
+                               only_user=connection.user_id)

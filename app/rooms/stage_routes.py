@@ -236,9 +236,10 @@ def _managers(room, user_ids):
     return managers
 
 
-def fan_out_stage(hub, room_id, user_ids=()):
+def fan_out_stage(hub, room_id, user_ids=(), only_user=None):
     """Re-render the stage list for everyone, the queue for the managers and the
-    own panel of each person whose place changed (or who waits: positions move)."""
+    own panel of each person whose place changed (or who waits: positions move).
+    only_user: that person's sockets alone, all of it (a socket catching up)."""
     connections = hub.local(room_id)
     if not connections:
         return
@@ -248,7 +249,7 @@ def fan_out_stage(hub, room_id, user_ids=()):
             return
         managers = _managers(room, {c.user_id for c in connections if c.can_moderate})
         on_stage = stage.on_stage(room_id)
-        affected = set(user_ids) | {e.user_id for e in stage.queue(room_id)}
+        affected = set(user_ids) | {e.user_id for e in stage.queue(room_id)} | {only_user}
         rendered = {}
 
         def people(manage):
@@ -272,7 +273,7 @@ def fan_out_stage(hub, room_id, user_ids=()):
                         me_on_stage=stage.current_appearance(room_id, user_id), broadcast=True, **context)
             return rendered[key]
 
-        for user_id in {c.user_id for c in connections}:
+        for user_id in [only_user] if only_user else {c.user_id for c in connections}:
             manage = user_id in managers
             html = people(manage)
             if manage or user_id in affected:

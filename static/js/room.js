@@ -15,6 +15,18 @@
     box.scrollTop = box.scrollHeight;
     box.addEventListener("scroll", () => { stick = nearBottom(box); });
   }
+  // A socket that comes back (a restart, a network blip) asks for what it missed:
+  // newer chat and the stage as it is now. The first open has it all in the page.
+  let opened = false;
+  document.body.addEventListener("htmx:wsOpen", (evt) => {
+    if (opened) {
+      const last = document.querySelector("#chat-messages [data-testid=chat-message]:last-of-type");
+      evt.detail.socketWrapper.send(JSON.stringify({
+        type: "catch_up", last_message_id: last ? last.id.replace(/^msg-/, "") : null,
+      }), evt.detail.elt);
+    }
+    opened = true;
+  });
   // After the server pushes a fragment, keep the newest message in view unless
   // the reader scrolled up to read older ones.
   document.body.addEventListener("htmx:wsAfterMessage", () => {
