@@ -7,6 +7,7 @@ TEST_DATABASE_URL switches the suite to PostgreSQL; TEST_REDIS_URL to a real Red
 import os
 import re
 import tempfile
+import time
 
 import pytest
 
@@ -123,6 +124,59 @@ def clean_state(request):
     yield
     with app.app_context():
         db.session.remove()
+
+
+# --- LiveKit, against the fake server ------------------------------------------------------
+
+LIVEKIT_KEY = "APIfakekey"
+LIVEKIT_SECRET = "fake-livekit-secret-0123456789abcdef0123456789"
+
+
+@pytest.fixture(scope="session")
+def fake_livekit():
+    from tests.fakes.livekit import FakeLiveKit
+
+    server = FakeLiveKit(LIVEKIT_KEY, LIVEKIT_SECRET).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def lk_app(app, base_dir, smtp_server, fake_livekit):
+    """The app with LiveKit configured (ws:// as in production), against the fake."""
+    return create_app("testing", **app_config(
+        base_dir, smtp_server.port, LIVEKIT_URL="ws" + fake_livekit.url[len("http"):],
+        LIVEKIT_API_KEY=LIVEKIT_KEY, LIVEKIT_API_SECRET=LIVEKIT_SECRET))
+
+
+@pytest.fixture(autouse=True)
+def _reset_fake_livekit(request):
+    if "fake_livekit" in request.fixturenames:
+        request.getfixturevalue("fake_livekit").reset()
+
+
+# --- the room's sockets ---------------------------------------------------------------------
+
+class RecordingSocket:
+    """Stands where a browser's websocket would: records the fragments the hub sends."""
+
+    def __init__(self):
+        self.sent = []
+
+    def send(self, text):
+        self.sent.append(text)
+
+    def text(self):
+        return "\n".join(self.sent)
+
+
+def wait_for(predicate, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return predicate()
 
 
 @pytest.fixture(scope="session")

@@ -245,7 +245,6 @@ def test_expiry_job_and_sweep_release_once(user_client, free_event, app, ctx):
     client, _ = user_client
     _, ticket_type_id = free_event
     take(client, ticket_type_id, 2)
-    hold_id = db.session.scalar(select(Hold.id).where(Hold.status == "active"))
     with app.app_context():
         assert expire_due_holds_job() == 0  # not due yet
     assert counters(ticket_type_id) == (2, 0)
@@ -256,6 +255,7 @@ def test_expiry_job_and_sweep_release_once(user_client, free_event, app, ctx):
         assert expire_due_holds_job() == 0  # idempotent
         assert sweep_expired_holds() == 0
     assert counters(ticket_type_id) == (0, 0)
+    assert db.session.scalar(select(Hold.status)) == "expired"
 
 
 def test_holds_falling_due_in_one_second_share_one_expiry_job(app, make_event, make_ticket_type, make_user,

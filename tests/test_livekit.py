@@ -1,8 +1,8 @@
 """LiveKit: join tokens per role, participant control against a fake LiveKit
 server spoken to by the real SDK, and signed webhooks kept in Redis."""
 import asyncio
-import threading
 import json
+import threading
 import time
 
 import jwt
@@ -12,34 +12,10 @@ from flask import Flask
 from app.extensions import db, redis
 from app.integrations import livekit
 from app.rooms.livekit_routes import started_key, video_participants
-from tests.conftest import app_config, post
-from tests.fakes.livekit import FakeLiveKit, signed_webhook, webhook_event
+from tests.conftest import LIVEKIT_KEY, LIVEKIT_SECRET, RecordingSocket, post
+from tests.fakes.livekit import signed_webhook, webhook_event
 
-KEY = "APIfakekey"
-SECRET = "fake-livekit-secret-0123456789abcdef0123456789"
-
-
-@pytest.fixture(scope="module")
-def fake_livekit():
-    server = FakeLiveKit(KEY, SECRET).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def lk_app(app, base_dir, smtp_server, fake_livekit):
-    """The app with LiveKit configured (ws:// as in production), against the fake."""
-    from app import create_app
-
-    return create_app("testing", **app_config(
-        base_dir, smtp_server.port, LIVEKIT_URL="ws" + fake_livekit.url[len("http"):],
-        LIVEKIT_API_KEY=KEY, LIVEKIT_API_SECRET=SECRET))
-
-
-@pytest.fixture(autouse=True)
-def _reset_fake(request):
-    if "fake_livekit" in request.fixturenames:
-        request.getfixturevalue("fake_livekit").reset()
+KEY, SECRET = LIVEKIT_KEY, LIVEKIT_SECRET
 
 
 @pytest.fixture
@@ -527,15 +503,8 @@ def test_moderators_see_video_controls_in_the_live_presence_list(lk_app):
     from app.rooms import services
     from app.rooms.live import Connection, Hub
 
-    class Socket:
-        def __init__(self):
-            self.sent = []
-
-        def send(self, text):
-            self.sent.append(text)
-
     hub = Hub(lk_app, window=0.05)
-    moderator, fan = Socket(), Socket()
+    moderator, fan = RecordingSocket(), RecordingSocket()
     hub.add(Connection(moderator, "room-m", "u-mod", "Mo", can_moderate=True))
     hub.add(Connection(fan, "room-m", "u-fan", "Fan"))
     try:

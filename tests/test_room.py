@@ -19,28 +19,9 @@ from app.models.live import ChatMessage
 from app.rooms import services
 from app.rooms.live import Connection, Hub, hub_for
 from app.rooms.routes import handle_frame, same_origin
-from tests.conftest import app_config, csrf_token, post
+from tests.conftest import RecordingSocket, app_config, csrf_token, post, wait_for
 
 HX = {"HX-Request": "true"}
-
-
-class RecordingSocket:
-    """A test double of a websocket: records what the hub sends it."""
-
-    def __init__(self):
-        self.sent = []
-
-    def send(self, text):
-        self.sent.append(text)
-
-
-def wait_for(predicate, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
 
 
 @pytest.fixture

@@ -16,33 +16,10 @@ from app.models.base import utcnow
 from app.models.live import StageAppearance, StageEvent, StageQueueEntry, VetMessage
 from app.rooms import stage
 from app.rooms.live import Connection, Hub, hub_for
-from tests.conftest import app_config, csrf_token, post
-from tests.fakes.livekit import FakeLiveKit
+from tests.conftest import LIVEKIT_KEY, LIVEKIT_SECRET, RecordingSocket, app_config, csrf_token, post, wait_for
 from tests.test_concurrency import race
 
 HX = {"HX-Request": "true"}
-KEY = "APIfakekey"
-SECRET = "fake-livekit-secret-0123456789abcdef0123456789"
-
-
-class RecordingSocket:
-    def __init__(self):
-        self.sent = []
-
-    def send(self, text):
-        self.sent.append(text)
-
-    def text(self):
-        return "\n".join(self.sent)
-
-
-def wait_for(predicate, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
 
 
 @pytest.fixture
@@ -387,24 +364,12 @@ def test_two_hosts_approving_the_same_fan_seat_them_once(member, room, vetting, 
 
 # --- the token endpoint and LiveKit ------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def fake_livekit():
-    server = FakeLiveKit(KEY, SECRET).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def lk_app(app, base_dir, smtp_server, fake_livekit):
-    return create_app("testing", **app_config(
-        base_dir, smtp_server.port, LIVEKIT_URL="ws" + fake_livekit.url[len("http"):],
-        LIVEKIT_API_KEY=KEY, LIVEKIT_API_SECRET=SECRET))
-
 
 def can_publish(client, room_id):
     response = client.get(f"/rooms/{room_id}/token", headers={"Accept": "application/json"})
     assert response.status_code == 200, response.get_json()
-    return jwt.decode(response.get_json()["token"], SECRET, algorithms=["HS256"], issuer=KEY)["video"]["canPublish"]
+    claims = jwt.decode(response.get_json()["token"], LIVEKIT_SECRET, algorithms=["HS256"], issuer=LIVEKIT_KEY)
+    return claims["video"]["canPublish"]
 
 
 def publish_calls(fake, room_name):

@@ -12,7 +12,7 @@ from app.models import AccessGrant, Event
 from app.models.live import ChatMessage
 from app.rooms import services
 from app.rooms.live import Connection, hub_for
-from tests.conftest import app_config, post
+from tests.conftest import RecordingSocket, app_config, post, wait_for
 from tests.fakes.smtp import free_port
 from tests.fakes.twilio import FakeTwilioConversations
 
@@ -21,23 +21,6 @@ AUTH_TOKEN = "f00dfeed" * 4
 SERVICE_SID = "IS" + "fedcba9876543210" * 2
 HX = {"HX-Request": "true"}
 UNAVAILABLE = "Chat is unavailable right now"
-
-
-class RecordingSocket:
-    def __init__(self):
-        self.sent = []
-
-    def send(self, text):
-        self.sent.append(text)
-
-
-def wait_for(predicate, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
 
 
 @pytest.fixture(scope="module")

@@ -9,32 +9,16 @@ from app.extensions import db
 from app.models import AccessGrant, Event
 from app.rooms.live import hub_for
 from tests.browser.conftest import LiveServer, close_redis_connections
-from tests.conftest import app_config
-from tests.fakes.livekit import FakeLiveKit
-
-KEY, SECRET = "APIglue", "glue-secret-0123456789abcdef0123456789"
 
 
 @pytest.fixture(scope="module")
-def fake_livekit():
-    server = FakeLiveKit(KEY, SECRET).start()
+def video_server(lk_app):
+    """The LiveKit-configured app, served like the session's."""
+    server = LiveServer(lk_app).start()
     yield server
     server.stop()
-
-
-@pytest.fixture(scope="module")
-def video_server(base_dir, smtp_server, fake_livekit):
-    """A second web app with LiveKit configured, served like the session's."""
-    from app import create_app
-
-    app = create_app("testing", **app_config(
-        base_dir, smtp_server.port, LIVEKIT_URL="ws" + fake_livekit.url[len("http"):],
-        LIVEKIT_API_KEY=KEY, LIVEKIT_API_SECRET=SECRET))
-    server = LiveServer(app).start()
-    yield server
-    server.stop()
-    hub_for(app).stop()
-    close_redis_connections(app)
+    hub_for(lk_app).stop()
+    close_redis_connections(lk_app)
 
 
 @pytest.fixture
