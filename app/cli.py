@@ -48,7 +48,7 @@ def seed_demo():
         org = create_organization(organiser, DEMO_ORG)
         db.session.add(AccountOwner(account=org, user=people[1]))
     if db.session.scalar(select(Event).where(Event.account_id == org.id)) is None:
-        _demo_event(org, host=people[1])
+        _demo_event(org, host=people[1], fan=people[2])
     db.session.commit()
     click.echo(f"Demo data ready: {DEMO_ORG} with an event; sign in as any of "
                + ", ".join(email for email, _, _ in DEMO_PEOPLE)
@@ -324,8 +324,9 @@ def seed_huge(events, tickets, batch, organisers, random_seed):
                + f" in {clock.monotonic() - started:.0f} s.")
 
 
-def _demo_event(org, host):
-    """Launch Night: published, with free and meet-and-greet tickets, and a host."""
+def _demo_event(org, host, fan):
+    """Launch Night: published, with free and meet-and-greet tickets, a host, and a fan
+    holding a meet-and-greet place (so the backstage queue can be tried at once)."""
     from app.access.services import grant_role
     from app.manage.services import create_event, create_ticket_type, publish_event
 
@@ -344,6 +345,7 @@ def _demo_event(org, host):
                        **always_on_sale)
     publish_event(event)
     grant_role(event, "host", user=host)
+    grant_role(event, "vip", user=fan)
     return event
 
 

@@ -158,3 +158,22 @@ def test_nul_bytes_in_forms_are_a_clear_400(user_client):
     client, _ = user_client
     response = client.post("/profile", data={"name": "A\x00B", "csrf_token": csrf_token(client, "/profile")})
     assert response.status_code == 400
+
+
+def test_demo_seed_is_ready_to_try_the_stage_and_idempotent(app, ctx):
+    from app.access.services import can
+    from app.models import AccessGrant, Event, TicketType, User
+
+    runner = app.test_cli_runner()
+    for _ in range(2):  # running it again changes nothing
+        result = runner.invoke(args=["seed", "demo"])
+        assert result.exit_code == 0 and "Demo data ready" in result.output
+    [event] = db.session.scalars(select(Event)).all()
+    assert event.status == "active" and event.main_room is not None
+    assert {t.name: t.is_upgrade for t in db.session.scalars(select(TicketType))} == {
+        "Watch live": False, "Meet & greet": True}
+    users = {u.email: u for u in db.session.scalars(select(User))}
+    assert can(users["host@example.com"], "stage.manage", event, event.main_room.id)
+    fan = users["fan@example.com"]
+    assert can(fan, "stage.appear", event, event.main_room.id) and not can(fan, "stage.manage", event)
+    assert len(db.session.scalars(select(AccessGrant)).all()) == 2
