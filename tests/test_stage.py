@@ -181,6 +181,20 @@ def test_vet_conversation_is_private(member, room, vetting, ctx):
     assert db.session.scalar(select(func.count()).select_from(VetMessage)) == 2
 
 
+def test_a_flood_of_vet_messages_is_limited_apart_from_the_chat(room, vetting, ctx):
+    fan, entry = vetting["fan"], vetting["entry_id"]
+    token = csrf_token(fan, f"/rooms/{room['main']}")
+    path = url(room["main"], f"/entries/{entry}/messages")
+    codes = [fan.post(path, data={"body": f"m{i}", "csrf_token": token}, headers=HX).status_code for i in range(11)]
+    assert codes == [200] * 10 + [429]
+    refused = fan.post(path, data={"body": "again", "csrf_token": token}, headers=HX)
+    assert refused.status_code == 429 and "too quickly" in refused.get_data(as_text=True)
+    assert db.session.scalar(select(func.count()).select_from(VetMessage)) == 10
+    chat = fan.post(f"/rooms/{room['main']}/messages", data={"body": "the chat is its own count",
+                                                             "csrf_token": token}, headers=HX)
+    assert chat.status_code == 200
+
+
 def test_bad_input_is_a_clear_4xx_and_writes_nothing(room, vetting, ctx):
     host, fan, entry = vetting["host"], vetting["fan"], vetting["entry_id"]
     empty = act(fan, room["main"], f"/entries/{entry}/messages", {"body": "   "})

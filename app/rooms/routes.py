@@ -12,22 +12,22 @@ from simple_websocket import ConnectionClosed
 from app.errors import DomainError, render_error
 from app.extensions import db, limiter, sock
 from app.htmx import is_htmx_request, redirect_to
-from app.rooms import bp, services, stage, stage_routes
+from app.rooms import bp, services, stage
 from app.models import Room
 from app.rooms.live import Connection, hub_for
 
 log = logging.getLogger(__name__)
 
 
-def _chat_limit():
+def chat_rate_limit():
     return current_app.config["CHAT_RATE_LIMIT"]
 
 
-def _per_user_and_room():
-    return f"chat:{current_user.get_id()}:{request.view_args.get('room_id')}"
+def per_user_and_room():
+    return f"{request.endpoint}:{current_user.get_id()}:{request.view_args.get('room_id')}"
 
 
-def _room_context(room, event, **extra):
+def room_context(room, event, **extra):
     user = current_user._get_current_object()
     messages, has_older = services.chat_history(room.id, request.args.get("before") or None)
     return {"room": room, "event": event, "messages": messages, "has_older": has_older,
@@ -49,7 +49,7 @@ def _room_context(room, event, **extra):
 @login_required
 def show(room_id):
     room, event = services.room_for(current_user, room_id)
-    return render_template("rooms/room.html", **_room_context(room, event))
+    return render_template("rooms/room.html", **room_context(room, event))
 
 
 @bp.get("/rooms/<room_id>/messages")
@@ -73,14 +73,14 @@ def _form_response(room, event, status=200, body="", error=None):
             slow_mode=services.slow_mode_seconds(room.id)), status)
     else:
         response = make_response(render_template(
-            "rooms/room.html", **_room_context(room, event, body=body, error=error)), status)
+            "rooms/room.html", **room_context(room, event, body=body, error=error)), status)
     response.vary.add("HX-Request")
     return response
 
 
 @bp.post("/rooms/<room_id>/messages")
 @login_required
-@limiter.limit(_chat_limit, key_func=_per_user_and_room)
+@limiter.limit(chat_rate_limit, key_func=per_user_and_room)
 def send_message(room_id):
     room, event = services.room_for(current_user, room_id, "chat.send")
     body = request.form.get("body", "")
@@ -237,6 +237,7 @@ def catch_up(connection, last_message_id):
     """What a page missed while its socket was down: newer chat (the latest page, when
     its last message is not the latest) and the stage as this person sees it.
     Presence needs nothing: registering the socket again announced it."""
+    from app.rooms import stage_routes  # which imports this module
     try:
         messages, has_older = services.chat_history(connection.room_id)
         if messages and messages[-1].id != last_message_id:

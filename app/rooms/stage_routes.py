@@ -15,16 +15,15 @@ from sqlalchemy.exc import IntegrityError
 
 from app.access.services import can
 from app.errors import DomainError
-from app.extensions import db
+from app.extensions import db, limiter
 from app.htmx import is_htmx_request, redirect_to
 from app.models import Room, User
 from app.rooms import bp, services, stage
+from app.rooms.routes import room_context, chat_rate_limit, per_user_and_room
 
 
 def _page_with(room, event, status, error):
-    from app.rooms.routes import _room_context  # the room page's own context
-
-    return make_response(render_template("rooms/room.html", **_room_context(room, event, stage_error=error)),
+    return make_response(render_template("rooms/room.html", **room_context(room, event, stage_error=error)),
                          status)
 
 
@@ -136,6 +135,7 @@ def vet_conversation(room_id, entry_id):
 
 @bp.post("/rooms/<room_id>/stage/entries/<entry_id>/messages")
 @login_required
+@limiter.limit(chat_rate_limit, key_func=per_user_and_room)  # the room chat's limit, counted apart
 def vet_message(room_id, entry_id):
     room, event = services.room_for(current_user, room_id)
     entry = stage.entry_readable_by(current_user, room, entry_id)
