@@ -52,6 +52,8 @@ class Config:
     REDIS_URL = os.environ.get("REDIS_URL")
     # rediss:// providers with self-signed certificates (Heroku) need "none".
     REDIS_SSL_CERT_REQS = os.environ.get("REDIS_SSL_CERT_REQS", "required")
+    # Connections per process; a thread that finds them all busy waits up to 5 s for one.
+    REDIS_MAX_CONNECTIONS = int(os.environ.get("REDIS_MAX_CONNECTIONS", "200"))
     RQ_QUEUES = ["default"]
 
     SESSION_COOKIE_HTTPONLY = True
@@ -117,6 +119,9 @@ class Config:
     LIVEKIT_API_SECRET = os.environ.get("LIVEKIT_API_SECRET")
 
     HOLD_MINUTES = _int("HOLD_MINUTES", 10)
+    # An offer to the next person on a waitlist is a hold too, given longer: they
+    # have to see the e-mail first.
+    WAITLIST_OFFER_MINUTES = _int("WAITLIST_OFFER_MINUTES", 30)
     INVITATION_TTL_DAYS = _int("INVITATION_TTL_DAYS", 14)
 
     UPLOAD_DIR = os.environ.get("UPLOAD_DIR", str(INSTANCE_DIR / "uploads"))

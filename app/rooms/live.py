@@ -8,11 +8,16 @@ costs one render of the list per window, sent once to each local socket.
 """
 import json
 import logging
+import select
+import socket
 import threading
+import time
 import uuid
 from datetime import datetime
 
 from flask import render_template
+from simple_websocket import ConnectionClosed
+from wsproto.events import TextMessage
 
 from app.extensions import redis
 from app.rooms import services
@@ -20,6 +25,10 @@ from app.rooms import services
 log = logging.getLogger(__name__)
 
 PRESENCE_WINDOW = 0.25  # seconds: at most one presence render per room per window
+# A socket that cannot take a fragment within this long is closed (the page reconnects):
+# the hub sends to a room's sockets one after another, so a client that stopped reading
+# would otherwise hold up every other socket of the process once its buffers are full.
+SEND_TIMEOUT = 2.0
 
 
 class Connection:
@@ -34,9 +43,50 @@ class Connection:
         self.can_moderate = can_moderate
         self._lock = threading.Lock()  # the hub thread and the socket's own thread both send
 
-    def send(self, text):
+    def send(self, text, timeout=SEND_TIMEOUT):
+        """Send one text frame, all of it, within `timeout` seconds; a client that does not
+        take it in time is disconnected (ConnectionClosed), and its own thread cleans up.
+
+        simple-websocket's own send makes one unchecked socket.send: it blocks for as long as
+        the client does not read, and under gevent it can write part of a frame.
+        """
         with self._lock:
-            self.ws.send(text)
+            sock, protocol = getattr(self.ws, "sock", None), getattr(self.ws, "ws", None)
+            if sock is None or protocol is None or not getattr(self.ws, "connected", False):
+                self.ws.send(text)  # not a simple-websocket socket, or closed (raises)
+                return
+            try:
+                _send_within(sock, protocol.send(TextMessage(data=text)), timeout)
+            except TimeoutError:
+                log.info("closed the room socket of %s: it did not read in %s s", self.user_id, timeout)
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)  # its reader thread sees the end
+                except OSError:
+                    pass
+                raise ConnectionClosed() from None
+
+
+def _send_within(sock, data, timeout):
+    """Write all of data, waiting for the socket to take it for at most timeout seconds.
+
+    Wait for room first, then send without blocking: gevent's socket.send would itself
+    wait, with no end, for a client that does not read. poll, not select: a busy
+    process has descriptors above select's 1024.
+    """
+    view = memoryview(data)
+    deadline = time.monotonic() + timeout
+    poller = select.poll()
+    poller.register(sock, select.POLLOUT)
+    while view:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("the client did not read in time")
+        if not poller.poll(remaining * 1000):
+            continue
+        try:
+            view = view[sock.send(view, socket.MSG_DONTWAIT):]
+        except (BlockingIOError, InterruptedError):
+            pass
 
 
 class Hub:
@@ -172,7 +222,7 @@ class Hub:
                                                  room_id=room_id, can_moderate=moderate,
                                                  livekit_configured=video)
                 self.presence_renders += 1
-            self._send(connection, rendered[moderate])
+            self.send(connection, rendered[moderate])
 
     def _fan_out_chat(self, room_id, message):
         message = dict(message, room_id=room_id, created_at=datetime.fromisoformat(message["created_at"]))
@@ -182,7 +232,7 @@ class Hub:
             if moderate not in rendered:
                 rendered[moderate] = self.render("rooms/_chat_append.html", message=message, room_id=room_id,
                                                  can_moderate=moderate, broadcast=True)
-            self._send(connection, rendered[moderate])
+            self.send(connection, rendered[moderate])
 
     def render(self, template, **context):
         """Render for everyone in the room: nobody's request, so no one's session
@@ -192,15 +242,15 @@ class Hub:
 
     def broadcast(self, room_id, html):
         for connection in self.local(room_id):
-            self._send(connection, html)
+            self.send(connection, html)
 
     def send_to_user(self, room_id, user_id, html):
         """Send to one person's sockets in the room (every tab), nobody else's."""
         for connection in self.local(room_id):
             if connection.user_id == user_id:
-                self._send(connection, html)
+                self.send(connection, html)
 
-    def _send(self, connection, html):
+    def send(self, connection, html):
         try:
             connection.send(html)
         except Exception:  # a socket that closed under us; its own thread cleans up

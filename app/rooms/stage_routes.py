@@ -273,12 +273,15 @@ def fan_out_stage(hub, room_id, user_ids=(), only_user=None):
                         me_on_stage=stage.current_appearance(room_id, user_id), broadcast=True, **context)
             return rendered[key]
 
-        for user_id in [only_user] if only_user else {c.user_id for c in connections}:
+        for connection in connections:
+            user_id = connection.user_id
+            if only_user and user_id != only_user:
+                continue
             manage = user_id in managers
             html = people(manage)
             if manage or user_id in affected:
                 html += panel(user_id, manage)
-            hub.send_to_user(room_id, user_id, html)
+            hub.send(connection, html)
 
 
 def fan_out_vet(hub, room_id, payload):
