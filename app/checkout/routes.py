@@ -4,13 +4,13 @@ import secrets
 from flask import flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 
-from app.checkout import bp, services
-from app.checkout.jobs import schedule_hold_expiry
+from app.checkout import bp, services, waitlist
+from app.checkout.jobs import notify_waitlist_offers, schedule_hold_expiry
 from app.errors import DomainError, NotFound
 from app.extensions import db
 from app.htmx import redirect_to
 from app.jobs.email import queue_email
-from app.models import HoldStatus, Order, PaymentMethod
+from app.models import HoldStatus, Order, PaymentMethod, WaitlistStatus
 from app.models.base import utcnow
 
 @bp.post("/checkout/hold")
@@ -68,8 +68,10 @@ def _send_confirmation(order):
 @login_required
 def release(hold_id):
     hold = services.own_hold(current_user, hold_id)
-    services.release_hold(hold.id)
+    if services.release_hold(hold.id):
+        waitlist.promote_waitlist(hold.ticket_type_id)  # before the commit: nobody jumps the queue
     db.session.commit()
+    notify_waitlist_offers()
     flash("Your reservation is cancelled and the seats are released.", "info")
     return redirect_to(url_for("events.detail", event_id=hold.event_id))
 
@@ -81,3 +83,39 @@ def order(order_id):
     if order is None or order.user_id != current_user.id:
         raise NotFound("There is no such order.")
     return render_template("checkout/order.html", order=order)
+
+
+# Waitlist ---------------------------------------------------------------------
+
+@bp.app_context_processor
+def waitlist_helpers():
+    """The event page's ticket panel asks, per sold-out ticket type, where the viewer stands."""
+    def waitlist_for(ticket_type):
+        if not current_user.is_authenticated:
+            return None
+        return waitlist.waitlist_state(current_user, ticket_type)
+    return {"waitlist_for": waitlist_for}
+
+
+@bp.post("/checkout/waitlist")
+@login_required
+def join_waitlist():
+    entry = waitlist.join_waitlist(current_user, request.form.get("ticket_type_id"), request.form.get("quantity"))
+    db.session.commit()
+    notify_waitlist_offers()  # seats that came free meanwhile were offered at once
+    db.session.refresh(entry)
+    if entry.status == WaitlistStatus.OFFERED:
+        flash("Seats just came free: they are reserved for you.", "info")
+        return redirect_to(url_for("checkout.show", hold_id=entry.hold_id))
+    flash(f"You are on the waitlist, number {waitlist.position(entry)} in line. "
+          "We will e-mail you when seats come free.", "info")
+    return redirect_to(url_for("events.detail", event_id=entry.event_id))
+
+
+@bp.post("/checkout/waitlist/<entry_id>/leave")
+@login_required
+def leave_waitlist(entry_id):
+    entry = waitlist.leave_waitlist(current_user, entry_id)
+    db.session.commit()
+    flash("You have left the waitlist.", "info")
+    return redirect_to(url_for("events.detail", event_id=entry.event_id))

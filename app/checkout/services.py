@@ -40,7 +40,7 @@ class HoldGone(DomainError):
     status = 410
 
 
-def _parse_quantity(raw, ticket_type):
+def parse_quantity(raw, ticket_type):
     try:
         quantity = int(raw)
     except (TypeError, ValueError):
@@ -72,7 +72,7 @@ def hold_seats(user, ticket_type_id, raw_quantity, now=None):
     ticket_type = db.session.get(TicketType, ticket_type_id, options=[joinedload(TicketType.event)])
     if ticket_type is None:
         raise NotFound("There is no such ticket.")
-    quantity = _parse_quantity(raw_quantity, ticket_type)
+    quantity = parse_quantity(raw_quantity, ticket_type)
     check_on_sale(ticket_type, now)
     earlier = db.session.execute(select(Hold.id, Hold.quantity).where(
         Hold.user_id == user.id, Hold.ticket_type_id == ticket_type.id, Hold.status == HoldStatus.ACTIVE)).all()
@@ -146,11 +146,16 @@ def expire_due_holds(now=None, batch=1000):
     seats = defaultdict(int)
     for ticket_type_id, quantity in released:
         seats[ticket_type_id] += quantity
+    from app.checkout.waitlist import promote_waitlist  # waitlist builds on this module
+
     for ticket_type_id in sorted(seats):
         db.session.execute(
             update(TicketType).where(TicketType.id == ticket_type_id)
             .values(held=TicketType.held - seats[ticket_type_id])
             .execution_options(synchronize_session=False))
+        # In the same transaction: the freed seats pass to the waitlist (as offers)
+        # without ever showing as available, so nobody jumps the queue.
+        promote_waitlist(ticket_type_id, now)
     return len(released)
 
 

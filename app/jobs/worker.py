@@ -20,16 +20,16 @@ class AppWorker(SimpleWorker):
 
 
 def start_periodic_sweeps(stop: threading.Event):
-    """Enqueue the sweeps every SWEEP_EVERY_SECONDS (holds past their expiry, stage
-    timers run out) for whatever the scheduler missed; with several workers the
-    Redis lock lets one of them do it each time."""
-    from app.checkout.jobs import sweep_expired_holds
+    """Enqueue the sweeps every SWEEP_EVERY_SECONDS (holds past their expiry, seats
+    freed for a waitlist, stage timers run out) for whatever the scheduler missed;
+    with several workers the Redis lock lets one of them do it each time."""
+    from app.checkout.jobs import promote_waitlists_job, sweep_expired_holds
     from app.rooms.stage import sweep_overdue_appearances
 
     def loop():
         while not stop.wait(SWEEP_EVERY_SECONDS):
             if redis.set("periodic:sweeps", "1", nx=True, ex=SWEEP_EVERY_SECONDS - 1):
-                for sweep in (sweep_expired_holds, sweep_overdue_appearances):
+                for sweep in (sweep_expired_holds, promote_waitlists_job, sweep_overdue_appearances):
                     redis.queue().enqueue(sweep, description=sweep.__name__)
 
     thread = threading.Thread(target=loop, name="periodic-sweeps", daemon=True)

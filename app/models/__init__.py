@@ -6,7 +6,7 @@ from app.models.events import Event, EventStatus, Room, RoomKind, TicketType, Ti
 from app.models.live import (SignInEvent, StageAppearance, StageEntryStatus, StageEvent, StageQueueEntry,
                              VetMessage)
 from app.models.orders import Order, OrderItem, OrderStatus, PaymentMethod, Retailer
-from app.models.sales import Hold, HoldStatus, Ticket, TicketStatus
+from app.models.sales import Hold, HoldStatus, Ticket, TicketStatus, WaitlistEntry, WaitlistStatus
 from app.models.users import CodeChannel, LoginCode, User, UserProvider
 
 __all__ = [
@@ -16,5 +16,5 @@ __all__ = [
     "StageQueueEntry", "VetMessage", "TicketType", "TicketTypeRoom", "User",
     "UserProvider", "participants_view",
     "Hold", "HoldStatus", "Order", "OrderItem", "OrderStatus", "PaymentMethod", "Retailer", "Ticket",
-    "TicketStatus",
+    "TicketStatus", "WaitlistEntry", "WaitlistStatus",
 ]

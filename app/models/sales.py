@@ -2,7 +2,7 @@
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import CheckConstraint, ForeignKey, Index, Integer, String
+from sqlalchemy import CheckConstraint, ForeignKey, Index, Integer, String, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.extensions import db
@@ -74,3 +74,47 @@ class Ticket(db.Model):
     event = relationship("Event")
     holder = relationship("User", foreign_keys=[holder_user_id])
     checked_in_by = relationship("User", foreign_keys=[checked_in_by_id])
+
+
+class WaitlistStatus(StrEnum):
+    WAITING = "waiting"        # in the queue for a sold-out ticket type
+    OFFERED = "offered"        # freed seats were reserved for them as a hold (hold_id); the hold says the rest
+    LEFT = "left"              # they left the queue
+
+
+class WaitlistEntry(db.Model):
+    """A person waiting for a sold-out ticket type. Freed seats become a hold for
+    the first in line (an offer that expires like any hold); see checkout/waitlist.py."""
+
+    __tablename__ = "waitlist_entries"
+    __table_args__ = (
+        CheckConstraint("quantity > 0", name="quantity"),
+        CheckConstraint(check_in("status", list(WaitlistStatus)), name="status"),
+        # One place in the queue per person and ticket type; a new one after an offer or leaving.
+        Index("waitlist_entries_one_waiting_idx", "ticket_type_id", "user_id", unique=True,
+              sqlite_where=text("status = 'waiting'"), postgresql_where=text("status = 'waiting'")),
+        # The queue, first come first served: promotion and positions walk it.
+        Index("waitlist_entries_queue_idx", "ticket_type_id", "status", "created_at"),
+        Index("waitlist_entries_user_idx", "user_id", "ticket_type_id"),
+        # Offers whose e-mail is still to be sent (the notifier's outbox).
+        Index("waitlist_entries_unnotified_idx", "offered_at",
+              sqlite_where=text("status = 'offered' AND notified_at IS NULL"),
+              postgresql_where=text("status = 'offered' AND notified_at IS NULL")),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    ticket_type_id: Mapped[str] = mapped_column(ForeignKey("ticket_types.id", ondelete="CASCADE"))
+    event_id: Mapped[str] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"), index=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    quantity: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(10), default=WaitlistStatus.WAITING)
+    hold_id: Mapped[str | None] = mapped_column(ForeignKey("holds.id", ondelete="SET NULL"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    offered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    notified_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    ticket_type = relationship("TicketType")
+    event = relationship("Event")
+    user = relationship("User")
+    hold = relationship("Hold")
