@@ -7,6 +7,7 @@ from app.extensions import db
 from app.models import AccessGrant, Event
 from app.rooms.live import hub_for
 from tests.browser.conftest import screenshot
+from tests.conftest import post
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -64,7 +65,7 @@ def test_host_and_fan_see_each_other_and_chat_live(new_page, browser_sign_in, ma
 
 @pytest.mark.browser
 def test_host_vets_a_fan_and_brings_them_on_stage_live(new_page, browser_sign_in, make_user, make_event,
-                                                       data_app):
+                                                       data_app, app, sign_in):
     event_id = make_event()
     host_id = make_user("host@example.com", name="Hana Host")
     fan_id = make_user("vip@example.com", name="Vera Vip")
@@ -88,7 +89,16 @@ def test_host_vets_a_fan_and_brings_them_on_stage_live(new_page, browser_sign_in
 
     host.get_by_role("button", name="Vet the next person").click()
     expect(fan.get_by_test_id("my-place")).to_contain_text("A host is checking you in")  # no reload
+    # While the host types, someone else joins the queue: the pushed panel keeps the text.
     host.get_by_label("Private message").fill("Hi Vera, can you hear me?")
+    other_id = make_user("otto@example.com", name="Otto Other")
+    with data_app.app_context():
+        db.session.add(AccessGrant(event_id=event_id, user_id=other_id, role_id="vip", source="manual"))
+        db.session.commit()
+    otto = sign_in("otto@example.com", app.test_client())
+    post(otto, f"/rooms/{room_id}/stage/queue", token_from=f"/rooms/{room_id}")
+    expect(queue.get_by_test_id("queue-entry").filter(has_text="Otto Other")).to_have_count(1)
+    expect(host.get_by_label("Private message")).to_have_value("Hi Vera, can you hear me?")
     host.get_by_role("button", name="Send privately").click()
     expect(fan.get_by_test_id("vet-messages")).to_contain_text("Hi Vera, can you hear me?")
     fan.get_by_label("Private message").fill("Yes, loud and clear")
