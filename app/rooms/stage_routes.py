@@ -270,7 +270,8 @@ def fan_out_stage(hub, room_id, user_ids=(), only_user=None):
                     rendered[key] = hub.render(
                         "rooms/_backstage_push.html", room=room, can_manage_stage=manage,
                         can_appear=can(user, "stage.appear", room.event, room.id),
-                        me_on_stage=stage.current_appearance(room_id, user_id), broadcast=True, **context)
+                        me_on_stage=stage.current_appearance(room_id, user_id), broadcast=True,
+                        livekit_configured=bool(hub.app.config.get("LIVEKIT_URL")), **context)
             return rendered[key]
 
         for connection in connections:

@@ -109,6 +109,7 @@ def test_host_vets_a_fan_and_brings_them_on_stage_live(new_page, browser_sign_in
     host.get_by_label("Note to Vera Vip").fill("Break a leg")
     host.get_by_role("button", name="Approve Vera Vip").click()
     expect(fan.get_by_test_id("stage-self")).to_contain_text("You are on stage now")
+    expect(fan.get_by_test_id("stage-self")).to_contain_text("Everyone in the room sees you listed on stage")
     expect(fan.get_by_test_id("stage-people")).to_contain_text("Vera Vip")
     expect(host.get_by_test_id("stage-people")).to_contain_text("Vera Vip")
     screenshot(fan, "stage-fan-on-stage")
