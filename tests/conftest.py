@@ -155,6 +155,20 @@ def _reset_fake_livekit(request):
         request.getfixturevalue("fake_livekit").reset()
 
 
+@pytest.fixture
+def room(data_app, make_event):
+    """An active event's rooms: {event_id, main, backstage, main_name, backstage_name}
+    (ids, and the LiveKit room names)."""
+    from app.models import Event
+
+    event_id = make_event()
+    with data_app.app_context():
+        event = db.session.get(Event, event_id)
+        backstage = next(r for r in event.rooms if not r.is_main_room)
+        return {"event_id": event_id, "main": event.main_room.id, "backstage": backstage.id,
+                "main_name": event.main_room.livekit_room_name, "backstage_name": backstage.livekit_room_name}
+
+
 # --- the room's sockets ---------------------------------------------------------------------
 
 class RecordingSocket:

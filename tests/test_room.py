@@ -13,7 +13,7 @@ from werkzeug.serving import make_server
 
 from app import create_app
 from app.extensions import db, redis
-from app.models import AccessGrant, Event
+from app.models import AccessGrant
 from app.models.base import utcnow
 from app.models.live import ChatMessage
 from app.rooms import services
@@ -22,17 +22,6 @@ from app.rooms.routes import handle_frame, same_origin
 from tests.conftest import RecordingSocket, app_config, csrf_token, post, wait_for
 
 HX = {"HX-Request": "true"}
-
-
-@pytest.fixture
-def room(data_app, make_event):
-    """An active event's main and backstage room ids."""
-    event_id = make_event()
-    with data_app.app_context():
-        event = db.session.get(Event, event_id)
-        main = event.main_room.id
-        backstage = next(r.id for r in event.rooms if not r.is_main_room)
-    return {"event_id": event_id, "main": main, "backstage": backstage}
 
 
 @pytest.fixture

@@ -51,7 +51,7 @@ def dispose(an_app):
 @pytest.fixture(scope="module")
 def twilio_app(app, base_dir, smtp_server, twilio_server):
     """The app configured for Twilio Verify, pointed at the fake. `app` built the schema."""
-    twilio_app = build_twilio_app(base_dir, smtp_server.port, TWILIO_API_BASE_URL=twilio_server.base_url)
+    twilio_app = build_twilio_app(base_dir, smtp_server.port, TWILIO_API_BASE_URL=twilio_server.url)
     yield twilio_app
     dispose(twilio_app)
 
@@ -198,7 +198,7 @@ def test_number_twilio_rejects_is_a_form_error(sms_client, twilio, twilio_app):
 def test_provider_failure_is_503_without_secrets(failure, twilio, twilio_app, make_twilio_app, logs):
     if failure == "wrong auth token":
         an_app = make_twilio_app(TWILIO_AUTH_TOKEN="0badc0de" * 4,
-                                 TWILIO_API_BASE_URL=twilio.base_url)
+                                 TWILIO_API_BASE_URL=twilio.url)
     elif failure == "Twilio error 500":
         an_app, twilio.down = twilio_app, True
     else:

@@ -23,16 +23,6 @@ HX = {"HX-Request": "true"}
 
 
 @pytest.fixture
-def room(data_app, make_event):
-    event_id = make_event()
-    with data_app.app_context():
-        event = db.session.get(Event, event_id)
-        backstage = next(r for r in event.rooms if not r.is_main_room)
-        return {"event_id": event_id, "main": event.main_room.id, "backstage": backstage.id,
-                "main_name": event.main_room.livekit_room_name, "backstage_name": backstage.livekit_room_name}
-
-
-@pytest.fixture
 def member(app, data_app, make_user, sign_in, room):
     """Factory: a signed-in client holding `role` on the event: (client, user id)."""
     def make(role, email, on=None, event_id=None):

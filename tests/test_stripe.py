@@ -35,7 +35,7 @@ def stripe_app(app, base_dir, smtp_server, fake_stripe):
     """The app with Stripe configured; `app` first, so the schema exists."""
     return create_app("testing", **app_config(base_dir, smtp_server.port, STRIPE_SECRET_KEY=SECRET_KEY,
                                               STRIPE_WEBHOOK_SECRET=WEBHOOK_SECRET,
-                                              STRIPE_API_BASE=fake_stripe.base_url))
+                                              STRIPE_API_BASE=fake_stripe.url))
 
 
 @pytest.fixture(autouse=True)

@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 
 from app import create_app
 from app.extensions import db, redis
-from app.models import AccessGrant, Event
+from app.models import AccessGrant
 from app.models.live import ChatMessage
 from app.rooms import services
 from app.rooms.live import Connection, hub_for
@@ -53,7 +53,7 @@ def dispose(an_app):
 @pytest.fixture(scope="module")
 def chat_app(app, base_dir, smtp_server, twilio_server):
     """The app with Twilio Conversations as its chat, pointed at the fake. `app` built the schema."""
-    chat_app = build_chat_app(base_dir, smtp_server.port, TWILIO_API_BASE_URL=twilio_server.base_url)
+    chat_app = build_chat_app(base_dir, smtp_server.port, TWILIO_API_BASE_URL=twilio_server.url)
     yield chat_app
     dispose(chat_app)
 
@@ -69,13 +69,6 @@ def make_chat_app(app, base_dir, smtp_server):
     yield make
     for an_app in built:
         dispose(an_app)
-
-
-@pytest.fixture
-def room(data_app, make_event):
-    event_id = make_event()
-    with data_app.app_context():
-        return {"event_id": event_id, "main": db.session.get(Event, event_id).main_room.id}
 
 
 @pytest.fixture
@@ -237,7 +230,7 @@ def test_webhook_is_404_when_chat_is_built_in(client, fake):
 
 
 def test_webhook_url_is_the_public_one_behind_a_proxy(make_chat_app, member, room, fake, twilio_server, ctx):
-    proxied = make_chat_app(TWILIO_API_BASE_URL=twilio_server.base_url, PROXY_COUNT=1)
+    proxied = make_chat_app(TWILIO_API_BASE_URL=twilio_server.url, PROXY_COUNT=1)
     fan, _ = member("attendee", "fan@example.com", an_app=proxied)
     params = sent_and_queued(fake, fan, room["main"], "via the proxy")
     public = "https://chat.example.com/webhooks/twilio/conversations"
@@ -250,7 +243,7 @@ def test_webhook_url_is_the_public_one_behind_a_proxy(make_chat_app, member, roo
 
 
 def test_webhook_url_is_the_configured_server_name(make_chat_app, member, room, fake, twilio_server, ctx):
-    named = make_chat_app(TWILIO_API_BASE_URL=twilio_server.base_url, SERVER_NAME="chat.example.com",
+    named = make_chat_app(TWILIO_API_BASE_URL=twilio_server.url, SERVER_NAME="chat.example.com",
                           PREFERRED_URL_SCHEME="https")
     fan, _ = member("attendee", "fan@example.com")
     params = sent_and_queued(fake, fan, room["main"], "named host")

@@ -28,7 +28,7 @@ from livekit.protocol.room import (ListParticipantsRequest, ListParticipantsResp
                                    UpdateParticipantRequest)
 from werkzeug.wrappers import Request, Response
 
-from tests.fakes.server import LocalServer
+from tests.fakes.server import FakeService
 
 PREFIX = "/twirp/livekit.RoomService/"
 REQUEST_TYPES = {
@@ -51,7 +51,7 @@ def _twirp_error(status, code, msg):
     return Response(json.dumps({"code": code, "msg": msg}), status, mimetype="application/json")
 
 
-class FakeLiveKit:
+class FakeLiveKit(FakeService):
     def __init__(self, api_key, api_secret):
         self.api_key, self.api_secret = api_key, api_secret
         self.calls = []
@@ -60,15 +60,7 @@ class FakeLiveKit:
         self.down = False  # answer every call with a 500, as during an outage
         self.rooms = {}  # room name -> {identity: ParticipantInfo}
         self._lock = threading.Lock()
-        self._http = LocalServer(self._wsgi)
-        self.url = self._http.url
-
-    def start(self):
-        self._http.start()
-        return self
-
-    def stop(self):
-        self._http.stop()
+        self._serve(self._wsgi)
 
     def reset(self):
         with self._lock:

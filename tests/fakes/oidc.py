@@ -15,7 +15,7 @@ from flask import Flask, jsonify, redirect, request
 from joserfc import jwt
 from joserfc.jwk import KeySet, RSAKey
 
-from tests.fakes.server import LocalServer
+from tests.fakes.server import FakeService
 
 KEY_ID = "fake-oidc-key"
 
@@ -38,7 +38,7 @@ class Seen:
     client_auth: str | None = None
 
 
-class OidcProvider:
+class OidcProvider(FakeService):
     def __init__(self, client_id, client_secret, redirect_uri):
         self.client_id = client_id
         self.client_secret = client_secret
@@ -53,16 +53,8 @@ class OidcProvider:
         self._grants = {}                # one-time code -> what /authorize was asked
         self._access_tokens = {}         # access token -> identity, for /userinfo
         self._lock = threading.Lock()
-        self._http = LocalServer(self._build_app())
-        self.url = self._http.url
+        self._serve(self._build_app())
         self.discovery_url = self.url + "/.well-known/openid-configuration"
-
-    def start(self):
-        self._http.start()
-        return self
-
-    def stop(self):
-        self._http.stop()
 
     def seen(self, path):
         return [r for r in self.requests if r.path == path]

@@ -25,3 +25,18 @@ class LocalServer:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join()
+
+
+class FakeService:
+    """A fake outside service served on 127.0.0.1: subclasses call _serve(wsgi_app)."""
+
+    def _serve(self, wsgi_app):
+        self._http = LocalServer(wsgi_app)
+        self.url = self._http.url
+
+    def start(self):
+        self._http.start()
+        return self
+
+    def stop(self):
+        self._http.stop()

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from werkzeug.wrappers import Request, Response
 
-from tests.fakes.server import LocalServer
+from tests.fakes.server import FakeService
 
 SESSION_PATH_RE = re.compile(r"^/v1/checkout/sessions/(?P<id>[^/]+)$")
 KEY_PART_RE = re.compile(r"\[([^\]]*)\]")
@@ -95,22 +95,14 @@ def _json(body, status=200, replayed=False):
     return Response(json.dumps(body), status, mimetype="application/json", headers=headers)
 
 
-class FakeStripe:
+class FakeStripe(FakeService):
     def __init__(self, secret_key):
         self.secret_key = secret_key
         self.requests = []
         self.sessions = {}
         self._idempotent = {}  # key -> (params, response body)
         self._lock = threading.Lock()
-        self._http = LocalServer(self._wsgi)
-        self.base_url = self._http.url
-
-    def start(self):
-        self._http.start()
-        return self
-
-    def stop(self):
-        self._http.stop()
+        self._serve(self._wsgi)
 
     def reset(self):
         with self._lock:
@@ -196,7 +188,7 @@ class FakeStripe:
             "client_reference_id": params.get("client_reference_id"), "metadata": params.get("metadata", {}),
             "success_url": params["success_url"], "cancel_url": params.get("cancel_url"),
             "created": int(time.time()), "expires_at": int(params["expires_at"]), "livemode": False,
-            "payment_intent": None, "url": f"{self.base_url}/c/pay/{session_id}",
+            "payment_intent": None, "url": f"{self.url}/c/pay/{session_id}",
         }
         self.sessions[session_id] = session
         if key:

@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 
 from werkzeug.wrappers import Request, Response
 
-from tests.fakes.server import LocalServer
+from tests.fakes.server import FakeService
 
 PATH_RE = re.compile(r"^/v2/Services/(?P<service>[^/]+)/(?P<action>Verifications|VerificationCheck)$")
 E164_RE = re.compile(r"^\+[1-9]\d{7,14}$")
@@ -61,7 +61,7 @@ def _error(status, code, message):
     return Response(json.dumps(body), status, mimetype="application/json")
 
 
-class FakeTwilioVerify:
+class FakeTwilioVerify(FakeService):
     def __init__(self, account_sid, auth_token, service_sid):
         self.account_sid, self.auth_token, self.service_sid = account_sid, auth_token, service_sid
         self.requests = []
@@ -69,15 +69,7 @@ class FakeTwilioVerify:
         self.down = False  # answer every call with a 500, as during an outage
         self._verifications = {}  # phone -> its latest Verification
         self._lock = threading.Lock()
-        self._http = LocalServer(self._wsgi)
-        self.base_url = self._http.url
-
-    def start(self):
-        self._http.start()
-        return self
-
-    def stop(self):
-        self._http.stop()
+        self._serve(self._wsgi)
 
     def reset(self):
         with self._lock:
@@ -154,7 +146,7 @@ class FakeTwilioVerify:
             lookup={"carrier": None},
             send_code_attempts=[{"attempt_sid": _sid("VL"), "channel": channel, "time": _now()}],
             sna=None,
-            url=f"{self.base_url}/v2/Services/{self.service_sid}/Verifications/{verification.sid}")
+            url=f"{self.url}/v2/Services/{self.service_sid}/Verifications/{verification.sid}")
         return Response(json.dumps(body), 201, mimetype="application/json")
 
     def _check(self, request):
@@ -194,7 +186,7 @@ class Call:
     webhook_enabled: str | None
 
 
-class FakeTwilioConversations:
+class FakeTwilioConversations(FakeService):
     def __init__(self, account_sid, auth_token, service_sid):
         self.account_sid, self.auth_token, self.service_sid = account_sid, auth_token, service_sid
         self.requests = []
@@ -203,15 +195,7 @@ class FakeTwilioConversations:
         self._conversations = {}  # sid -> resource dict
         self._messages = {}  # conversation sid -> {message sid: resource dict}
         self._lock = threading.Lock()
-        self._http = LocalServer(self._wsgi)
-        self.base_url = self._http.url
-
-    def start(self):
-        self._http.start()
-        return self
-
-    def stop(self):
-        self._http.stop()
+        self._serve(self._wsgi)
 
     def reset(self):
         with self._lock:
@@ -314,7 +298,7 @@ class FakeTwilioConversations:
 
     def _create_conversation(self, unique_name, friendly_name):
         sid = "CH" + secrets.token_hex(16)
-        url = f"{self.base_url}/v1/Services/{self.service_sid}/Conversations/{sid}"
+        url = f"{self.url}/v1/Services/{self.service_sid}/Conversations/{sid}"
         conversation = {
             "sid": sid, "account_sid": self.account_sid, "chat_service_sid": self.service_sid,
             "messaging_service_sid": "MG" + "0" * 32, "unique_name": unique_name,
