@@ -102,11 +102,32 @@ def app(base_dir, smtp_server):
     app = create_app("testing", **app_config(base_dir, smtp_server.port))
     reset_schema(app)
     yield app
-    with app.app_context():
+    dispose_app(app)
+    stop_embedded_redis()
+
+
+def dispose_app(an_app):
+    """Stop a built app's room hub and close its database pools."""
+    from app.rooms.live import hub_for
+
+    hub_for(an_app).stop()
+    with an_app.app_context():
         db.session.remove()
         for engine in db.engines.values():
             engine.dispose()
-    stop_embedded_redis()
+
+
+@pytest.fixture
+def make_app(app, base_dir, smtp_server):
+    """Factory: another app with these settings, on `app`'s schema; disposed after the test."""
+    built = []
+
+    def make(**settings):
+        built.append(create_app("testing", **app_config(base_dir, smtp_server.port, **settings)))
+        return built[-1]
+    yield make
+    for an_app in built:
+        dispose_app(an_app)
 
 
 @pytest.fixture(autouse=True)

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from app import create_app
 from app.extensions import db
 from app.models import AccountOwner, SignInEvent, User, UserProvider
-from tests.conftest import app_config
+from tests.conftest import app_config, dispose_app
 from tests.fakes.oidc import OidcProvider, new_signing_key
 
 CLIENT_ID = "eventuall-test"
@@ -40,10 +40,7 @@ def google_app(app, base_dir, smtp_server, provider):
         base_dir, smtp_server.port, GOOGLE_CLIENT_ID=CLIENT_ID,
         GOOGLE_CLIENT_SECRET=CLIENT_SECRET, GOOGLE_DISCOVERY_URL=provider.discovery_url))
     yield google_app
-    with google_app.app_context():
-        db.session.remove()
-        for engine in db.engines.values():
-            engine.dispose()
+    dispose_app(google_app)
 
 
 @pytest.fixture

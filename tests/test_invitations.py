@@ -18,7 +18,7 @@ from app.jobs.worker import AppWorker
 from app.models import AccessGrant, Invitation, PendingProfile, User
 from app.models.base import utcnow
 from tests.conftest import app_config as config_for  # aliased: pytest would collect test_*
-from tests.conftest import csrf_token, post
+from tests.conftest import csrf_token, dispose_app, post
 from tests.test_concurrency import race
 from tests.test_manage_team import htmx_post, make_event, organiser  # noqa: F401  (fixtures)
 
@@ -286,9 +286,7 @@ def texting_app(app, base_dir, smtp_server, twilio_messages):
         base_dir, smtp_server.port, TWILIO_ACCOUNT_SID=ACCOUNT_SID, TWILIO_AUTH_TOKEN=AUTH_TOKEN,
         TWILIO_SMS_FROM=SENDER, TWILIO_API_BASE_URL=twilio_messages.base_url))
     yield texting_app
-    with texting_app.app_context():
-        for engine in db.engines.values():
-            engine.dispose()
+    dispose_app(texting_app)
 
 
 def test_invitation_by_phone_through_twilio_messages(

@@ -11,6 +11,7 @@ from app.extensions import db
 from app.models import AccountKind, AccountOwner, LoginCode, User
 from tests.conftest import post
 from tests.conftest import app_config as config_for  # aliased: pytest would collect test_*
+from tests.conftest import dispose_app
 from tests.fakes.smtp import free_port
 from tests.fakes.twilio import FakeTwilioVerify
 
@@ -36,37 +37,23 @@ def twilio(twilio_server):
     return twilio_server
 
 
-def build_twilio_app(base_dir, smtp_port, **settings):
-    settings = {"TWILIO_ACCOUNT_SID": ACCOUNT_SID, "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
-                "TWILIO_VERIFY_SERVICE_SID": SERVICE_SID, **settings}
-    return create_app("testing", **config_for(base_dir, smtp_port, **settings))
-
-
-def dispose(an_app):
-    with an_app.app_context():
-        for engine in db.engines.values():
-            engine.dispose()
+VERIFY_SETTINGS = {"TWILIO_ACCOUNT_SID": ACCOUNT_SID, "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+                   "TWILIO_VERIFY_SERVICE_SID": SERVICE_SID}
 
 
 @pytest.fixture(scope="module")
 def twilio_app(app, base_dir, smtp_server, twilio_server):
     """The app configured for Twilio Verify, pointed at the fake. `app` built the schema."""
-    twilio_app = build_twilio_app(base_dir, smtp_server.port, TWILIO_API_BASE_URL=twilio_server.url)
+    twilio_app = create_app("testing", **config_for(base_dir, smtp_server.port, **VERIFY_SETTINGS,
+                                                    TWILIO_API_BASE_URL=twilio_server.url))
     yield twilio_app
-    dispose(twilio_app)
+    dispose_app(twilio_app)
 
 
 @pytest.fixture
-def make_twilio_app(app, base_dir, smtp_server):
+def make_twilio_app(make_app):
     """Factory for an app with other Twilio settings (a wrong token, an unreachable host)."""
-    built = []
-
-    def make(**settings):
-        built.append(build_twilio_app(base_dir, smtp_server.port, **settings))
-        return built[-1]
-    yield make
-    for an_app in built:
-        dispose(an_app)
+    return lambda **settings: make_app(**{**VERIFY_SETTINGS, **settings})
 
 
 @pytest.fixture

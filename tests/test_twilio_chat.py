@@ -12,7 +12,7 @@ from app.models import AccessGrant
 from app.models.live import ChatMessage
 from app.rooms import services
 from app.rooms.live import Connection, hub_for
-from tests.conftest import RecordingSocket, app_config, post, wait_for
+from tests.conftest import RecordingSocket, app_config, dispose_app, post, wait_for
 from tests.fakes.smtp import free_port
 from tests.fakes.twilio import FakeTwilioConversations
 
@@ -37,38 +37,23 @@ def fake(twilio_server):
     return twilio_server
 
 
-def build_chat_app(base_dir, smtp_port, **settings):
-    settings = {"TWILIO_ACCOUNT_SID": ACCOUNT_SID, "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
-                "TWILIO_CONVERSATIONS_SERVICE_SID": SERVICE_SID, **settings}
-    return create_app("testing", **app_config(base_dir, smtp_port, **settings))
-
-
-def dispose(an_app):
-    hub_for(an_app).stop()
-    with an_app.app_context():
-        for engine in db.engines.values():
-            engine.dispose()
+CHAT_SETTINGS = {"TWILIO_ACCOUNT_SID": ACCOUNT_SID, "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+                 "TWILIO_CONVERSATIONS_SERVICE_SID": SERVICE_SID}
 
 
 @pytest.fixture(scope="module")
 def chat_app(app, base_dir, smtp_server, twilio_server):
     """The app with Twilio Conversations as its chat, pointed at the fake. `app` built the schema."""
-    chat_app = build_chat_app(base_dir, smtp_server.port, TWILIO_API_BASE_URL=twilio_server.url)
+    chat_app = create_app("testing", **app_config(base_dir, smtp_server.port, **CHAT_SETTINGS,
+                                                  TWILIO_API_BASE_URL=twilio_server.url))
     yield chat_app
-    dispose(chat_app)
+    dispose_app(chat_app)
 
 
 @pytest.fixture
-def make_chat_app(app, base_dir, smtp_server):
+def make_chat_app(make_app):
     """Factory for a chat app with other settings (an unreachable Twilio, a proxy in front)."""
-    built = []
-
-    def make(**settings):
-        built.append(build_chat_app(base_dir, smtp_server.port, **settings))
-        return built[-1]
-    yield make
-    for an_app in built:
-        dispose(an_app)
+    return lambda **settings: make_app(**{**CHAT_SETTINGS, **settings})
 
 
 @pytest.fixture
