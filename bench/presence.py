@@ -17,7 +17,8 @@ viewer role (room.join), signed in the way Flask-Login leaves a browser
 Phases, each timed:
 1. connect: all sockets at once; every handshake must answer 101 and the socket stay
    open. Then presence must settle: Redis lists exactly one connection and one person
-   per client, and every client's last presence fragment names them all.
+   per client, and every client's last presence fragment counts them all (it names
+   the first 100).
 2. fan-out: `--changes` changes, one every `--gap` s. Each is one publish on the
    room's Redis channel; each process's hub renders the fragment once and sends it
    to its sockets. Latency = publish to the client reading a fragment carrying the
@@ -261,7 +262,7 @@ class Client:
             at = time.perf_counter()
             text = msg.data
             if 'id="presence"' in text:
-                self.presence_count = text.count("data-user-id=")
+                self.presence_count = present_in(text)
             if self.watch.pending:
                 self.watch.seen(text, self.index, at)
 
@@ -352,15 +353,20 @@ async def fan_out(change, watch, clients, count, gap, first=0, wait=30):
     return latencies, missed
 
 
+def present_in(html):
+    """How many people a presence list says are here (it names the first 100, counts all)."""
+    found = re.search(r'id="presence"[^>]*data-count="(\d+)"', html)
+    return int(found.group(1)) if found else None
+
+
 async def room_pages(session, servers, room_id, cookie):
-    """GET /rooms/<id> as a viewer from each process: (status, people its presence list names)."""
+    """GET /rooms/<id> as a viewer from each process: (status, people its presence list counts)."""
     out = []
     for server in servers:
         async with session.get(f"http://127.0.0.1:{server.port}/rooms/{room_id}",
                                headers={"Cookie": cookie, "User-Agent": c.USER_AGENT}) as response:
             html = await response.text()
-            listed = html.split('id="presence"', 1)[-1].split("</ul>", 1)[0].count("data-user-id=")
-            out.append((response.status, listed))
+            out.append((response.status, present_in(html)))
     return out
 
 

@@ -487,3 +487,14 @@ def test_a_client_that_stops_reading_is_dropped_without_holding_up_the_others(me
     finally:
         reader.close()
         stalled.close()
+
+
+def test_a_big_room_names_the_first_hundred_and_counts_everyone(member, room):
+    fan, _ = member("attendee", "fan@example.com")
+    for i in range(105):
+        services.register_presence(room["main"], f"conn-{i:03d}", f"user-{i:03d}", f"Person {i:03d}")
+    page = fan.get(room_url(room["main"])).get_data(as_text=True)
+    listed = page.split('id="presence"', 1)[1].split("</ul>", 1)[0]
+    assert 'data-count="105"' in listed and listed.count("data-user-id=") == 100
+    assert "Person 000" in listed and "Person 099" in listed and "Person 100" not in listed
+    assert "and 5 more" in listed

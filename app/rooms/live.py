@@ -212,13 +212,13 @@ class Hub:
         if not self.local(room_id):
             return
         with self.app.app_context():
-            people = services.list_presence(room_id)
+            presence = services.presence_context(room_id)
         video = bool(self.app.config.get("LIVEKIT_URL"))
         rendered = {}  # moderators see video controls beside each person
         for connection in self.local(room_id):
             moderate = connection.can_moderate
             if moderate not in rendered:
-                rendered[moderate] = self.render("rooms/_presence.html", people=people, oob=True, broadcast=True,
+                rendered[moderate] = self.render("rooms/_presence.html", **presence, oob=True, broadcast=True,
                                                  room_id=room_id, can_moderate=moderate,
                                                  livekit_configured=video)
                 self.presence_renders += 1

@@ -31,7 +31,7 @@ def room_context(room, event, **extra):
     user = current_user._get_current_object()
     messages, has_older = services.chat_history(room.id, request.args.get("before") or None)
     return {"room": room, "event": event, "messages": messages, "has_older": has_older,
-            "people": services.list_presence(room.id),
+            **services.presence_context(room.id),
             "can_send": services.may(user, "chat.send", room),
             "can_moderate": services.may(user, "chat.moderate", room),
             "slow_mode": services.slow_mode_seconds(room.id),

@@ -19,6 +19,8 @@ from app.models.base import utcnow
 from app.models.live import ChatMessage
 
 PRESENCE_TTL = 60          # seconds a socket stays listed without a heartbeat
+PRESENCE_SHOWN = 100       # names in the pushed list; the rest are counted (a big room's list
+                           # would otherwise cost every socket ~80 KB on each change)
 HEARTBEAT_INTERVAL = 20    # the socket refreshes its presence this often
 MAX_BODY = 500
 HISTORY_PAGE = 50
@@ -140,6 +142,12 @@ def remove_presence(room_id, conn_id):
     pipe.zrem(_presence_set(room_id), conn_id)
     pipe.execute()
     publish(room_id, "presence")
+
+
+def presence_context(room_id):
+    """What the presence list shows: the first PRESENCE_SHOWN people by name, and how many are here."""
+    people = list_presence(room_id)
+    return {"people": people[:PRESENCE_SHOWN], "present": len(people)}
 
 
 def list_presence(room_id):
