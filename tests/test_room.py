@@ -17,7 +17,7 @@ from app.models import AccessGrant
 from app.models.base import utcnow
 from app.models.live import ChatMessage
 from app.rooms import services
-from app.rooms.live import Connection, Hub, hub_for
+from app.rooms.live import SEND_TIMEOUT, Connection, Hub, hub_for
 from app.rooms.routes import handle_frame, same_origin
 from tests.conftest import RecordingSocket, app_config, csrf_token, post, wait_for
 
@@ -341,7 +341,9 @@ def test_a_failing_socket_does_not_stop_the_others(second_process):
     hub.add(Connection(good, "room-b", "u2", "Bob"))
     try:
         hub.broadcast("room-b", "<p id='x'></p>")
-        assert good.sent == ["<p id='x'></p>"] and len(hub.local("room-b")) == 1
+        assert wait_for(lambda: good.sent == ["<p id='x'></p>"] and len(hub.local("room-b")) == 1)
+        hub.broadcast("room-b", "<p id='y'></p>")  # the broken socket is gone; the good one goes on
+        assert wait_for(lambda: good.sent == ["<p id='x'></p>", "<p id='y'></p>"])
     finally:
         hub.stop()
 
@@ -452,8 +454,8 @@ def test_a_reconnected_socket_catches_up_on_chat_and_the_stage(member, room, liv
 
 
 def test_a_client_that_stops_reading_is_dropped_without_holding_up_the_others(member, room, live_url, ctx):
-    """The hub sends to a room's sockets one after another: a client whose buffers are
-    full must not stall the rest. Its socket is closed after SEND_TIMEOUT instead."""
+    """A client whose buffers are full must not stall the rest of the room, and its
+    socket is closed after SEND_TIMEOUT."""
     import base64
     import os
     import socket
@@ -479,7 +481,8 @@ def test_a_client_that_stops_reading_is_dropped_without_holding_up_the_others(me
                 "id": f"m{i}", "user_id": "someone", "author_label": "Host", "body": f"line {i} " + "x" * 100_000,
                 "created_at": utcnow().isoformat()})
         receive_until(fan_ws := reader, "line 79 ", timeout=30)
-        assert time.monotonic() - started < 20
+        # Not held up by the stalled socket's send timeout: its queue is its own.
+        assert time.monotonic() - started < SEND_TIMEOUT
         # The stalled client was disconnected and left the room.
         assert wait_for(lambda: stalled_id not in {p["user_id"] for p in services.list_presence(room["main"])},
                         timeout=10)

@@ -519,7 +519,8 @@ def test_hub_sends_to_one_persons_sockets(second_process):
     hub.add(Connection(theirs, "room-u", "u2", "Bob"))
     try:
         hub.send_to_user("room-u", "u1", "<p id='x'></p>")
-        assert mine.sent == my_other_tab.sent == ["<p id='x'></p>"] and theirs.sent == []
+        assert wait_for(lambda: mine.sent == my_other_tab.sent == ["<p id='x'></p>"])
+        assert theirs.sent == []
         hub.dispatch(b"room:room-u", json.dumps({"type": "stage", "user_ids": ["u1"]}))  # no such room: ignored
         hub.dispatch(b"room:room-u", json.dumps({"type": "vet"}))  # malformed: logged, not raised
         assert theirs.sent == []

@@ -5,9 +5,15 @@ One subscriber thread listens on every room channel (pattern room:*) and hands
 each message to the local sockets of that room as an HTML fragment swapped out
 of band. Presence changes are coalesced: a burst of joins and leaves in a room
 costs one render of the list per window, sent once to each local socket.
+
+A socket takes its fragment at once, or what it cannot take waits in its own queue
+for a sender thread (Connection.send): a client that stops reading never holds up
+the rest of the room.
 """
 import json
 import logging
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 import select
 import socket
 import threading
@@ -25,14 +31,20 @@ from app.rooms import services
 log = logging.getLogger(__name__)
 
 PRESENCE_WINDOW = 0.25  # seconds: at most one presence render per room per window
-# A socket that cannot take a fragment within this long is closed (the page reconnects):
-# the hub sends to a room's sockets one after another, so a client that stopped reading
-# would otherwise hold up every other socket of the process once its buffers are full.
+# A socket that takes nothing of a waiting fragment for this long is closed (the page
+# reconnects) rather than keep a sender, and a growing queue, for as long as it stalls.
 SEND_TIMEOUT = 2.0
+SENDERS = 8  # threads per process writing fragments to sockets
 
 
 class Connection:
-    """One open socket: what the hub needs to know to send it fragments."""
+    """One open socket: what the hub needs to know to send it fragments.
+
+    A fragment is written at once when the socket takes it all without waiting (the
+    common case); what would wait is queued, in order, and written by a sender thread,
+    so a client that stops reading holds up only itself. A client that takes nothing
+    for SEND_TIMEOUT is disconnected (its own thread cleans up, the page reconnects).
+    """
 
     def __init__(self, ws, room_id, user_id, label, can_moderate=False):
         self.id = uuid.uuid4().hex
@@ -41,29 +53,75 @@ class Connection:
         self.user_id = user_id
         self.label = label
         self.can_moderate = can_moderate
-        self._lock = threading.Lock()  # the hub thread and the socket's own thread both send
+        self._lock = threading.Lock()  # the hub, a sender and the socket's own thread all send
+        self._waiting = deque()  # encoded frames (or their rest) the socket has not taken yet
+        self._closed = False
 
-    def send(self, text, timeout=SEND_TIMEOUT):
-        """Send one text frame, all of it, within `timeout` seconds; a client that does not
-        take it in time is disconnected (ConnectionClosed), and its own thread cleans up.
-
-        simple-websocket's own send makes one unchecked socket.send: it blocks for as long as
-        the client does not read, and under gevent it can write part of a frame.
-        """
+    def send(self, text):
         with self._lock:
+            if self._closed:
+                raise ConnectionClosed()
             sock, protocol = getattr(self.ws, "sock", None), getattr(self.ws, "ws", None)
             if sock is None or protocol is None or not getattr(self.ws, "connected", False):
                 self.ws.send(text)  # not a simple-websocket socket, or closed (raises)
                 return
-            try:
-                _send_within(sock, protocol.send(TextMessage(data=text)), timeout)
-            except TimeoutError:
-                log.info("closed the room socket of %s: it did not read in %s s", self.user_id, timeout)
+            # Encoded here, under the lock: frames (and a compression context) stay in order.
+            data = protocol.send(TextMessage(data=text))
+            if self._waiting:
+                self._waiting.append(data)  # behind what already waits
+                return
+            rest = _send_available(sock, data)
+            if rest:
+                self._waiting.append(rest)
+                _sender_pool().submit(self._drain, sock)
+
+    def _drain(self, sock):
+        """A sender's work: write what waits, oldest first, each within SEND_TIMEOUT."""
+        while True:
+            with self._lock:
+                if not self._waiting or self._closed:
+                    return
+                data = self._waiting[0]
+            try:  # outside the lock: send() only appends while something waits
+                _send_within(sock, data, SEND_TIMEOUT)
+            except (TimeoutError, OSError) as exc:
+                if isinstance(exc, TimeoutError):
+                    log.info("closed the room socket of %s: it did not read in %s s", self.user_id, SEND_TIMEOUT)
+                with self._lock:
+                    self._closed = True
+                    self._waiting.clear()
                 try:
                     sock.shutdown(socket.SHUT_RDWR)  # its reader thread sees the end
                 except OSError:
                     pass
-                raise ConnectionClosed() from None
+                return
+            with self._lock:
+                self._waiting.popleft()
+
+
+_senders = None
+_senders_lock = threading.Lock()
+
+
+def _sender_pool():
+    global _senders
+    with _senders_lock:
+        if _senders is None:
+            _senders = ThreadPoolExecutor(SENDERS, thread_name_prefix="room-send")
+        return _senders
+
+
+def _send_available(sock, data):
+    """Write what the socket takes without waiting; return the rest (empty when all went)."""
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[sock.send(view, socket.MSG_DONTWAIT):]
+        except InterruptedError:
+            continue
+        except BlockingIOError:
+            break
+    return bytes(view)
 
 
 def _send_within(sock, data, timeout):
