@@ -112,14 +112,17 @@ def _sender_pool():
 
 
 def _send_available(sock, data):
-    """Write what the socket takes without waiting; return the rest (empty when all went)."""
+    """Write what the socket takes without waiting; return the rest (empty when all went).
+
+    Asks poll first: under gevent, send itself would wait for room even with MSG_DONTWAIT.
+    """
     view = memoryview(data)
-    while view:
+    poller = select.poll()
+    poller.register(sock, select.POLLOUT)
+    while view and poller.poll(0):
         try:
             view = view[sock.send(view, socket.MSG_DONTWAIT):]
-        except InterruptedError:
-            continue
-        except BlockingIOError:
+        except (BlockingIOError, InterruptedError):
             break
     return bytes(view)
 
