@@ -5,13 +5,14 @@ same moment, on gunicorn (gthread) serving the real app, on SQLite and PostgreSQ
     .venv/bin/python bench/ticket_drop.py --db sqlite --runs 20 --workers 1 --threads 16
 
 Each run, on a new ticket type (capacity 50): one burst of 200 POSTs to a trivial
-CSRF-exempt endpoint of the same stack (bench/wsgi_bench.py, the floor) and one burst
-of 200 POST /checkout/hold, in alternating order. Invariants checked every run (exit 1
-if any breaks): every answer is 302 or 409 (no 5xx, no timeouts), 302s == held == sum
-of active holds == 50 (no oversell, no seat left while buyers were turned away),
-sold + held <= capacity, one expiry job scheduled per second in which holds fall
-due, and no "database is
-locked" / Traceback in gunicorn's log.
+CSRF-exempt endpoint of the same stack (bench/wsgi_bench.py, the floor) and one
+burst of 200 POST /checkout/hold, in alternating order, then one burst of 200
+signed-in, CSRF-checked no-op POSTs (what any hold costs before its own work).
+Invariants checked every run (exit 1 if any breaks): every answer is 302 or 409 (no
+5xx, no timeouts), 302s == held == sum of active holds == 50 (no oversell, no seat
+left while buyers were turned away), sold + held <= capacity, one expiry job
+scheduled per second in which holds fall due, and no "database is locked" /
+Traceback in gunicorn's log.
 
 Buyers are users made in the database, signed in the way Flask-Login leaves a browser:
 a session cookie signed with the app's own session serializer holding _user_id, _fresh,
@@ -150,6 +151,8 @@ def child(args):
         web = c.start_gunicorn("web", args.app, env, log_dir, args.workers, args.threads)
         floor = c.start_gunicorn("floor", "bench.wsgi_bench:app", env, log_dir, args.workers, args.threads)
         noop_payloads = [c.build_post("/_bench/noop", f"csrf_token={token}", cookie) for cookie, token in buyers]
+        signed_payloads = [c.build_post("/_bench/signed-in-noop", f"csrf_token={token}", cookie)
+                           for cookie, token in buyers]
         rows = []  # per measured run: (hold wall, holds, noop wall, hold latencies, noop latencies)
         total_holds = 0
         started = time.monotonic()
@@ -166,6 +169,7 @@ def child(args):
             else:
                 noop_results, noop_wall, noop_cpu = measured_burst(floor, noop_payloads)
                 hold_results, hold_wall, hold_cpu = measured_burst(web, hold_payloads)
+            signed_results, signed_wall, signed_cpu = measured_burst(floor, signed_payloads)
 
             statuses = [s for s, _, _ in hold_results]
             wins = statuses.count(302)
@@ -176,8 +180,8 @@ def child(args):
                 odd = sorted({s for s in statuses if s not in (302, 409)})
                 problems.append(f"unexpected statuses {odd}: "
                                 + next(b for s, _, b in hold_results if s in odd)[:300].decode(errors="replace"))
-            if any(s != 204 for s, _, _ in noop_results):
-                problems.append(f"noop statuses {sorted({s for s, _, _ in noop_results})}")
+            if any(s != 204 for s, _, _ in noop_results + signed_results):
+                problems.append(f"noop statuses {sorted({s for s, _, _ in noop_results + signed_results})}")
             if sold + held > capacity:
                 problems.append(f"OVERSOLD: sold {sold} + held {held} > {capacity}")
             if not (wins == held == active):
@@ -191,7 +195,8 @@ def child(args):
                 print(f"run {run}: " + "; ".join(problems), flush=True)
             if run:
                 rows.append((hold_wall, wins, noop_wall, [lat for _, lat, _ in hold_results],
-                             [lat for _, lat, _ in noop_results], hold_cpu, noop_cpu))
+                             [lat for _, lat, _ in noop_results], hold_cpu, noop_cpu,
+                             signed_wall, [lat for _, lat, _ in signed_results], signed_cpu))
             if run and run % 10 == 0:
                 print(f"  {run}/{args.runs} runs, {time.monotonic() - started:.0f} s", flush=True)
     finally:
@@ -226,6 +231,11 @@ def report(args, rows, failures, log_counts):
     holds_per_s = holds / sum(hold_walls)
     hold_rps = n * len(rows) / sum(hold_walls)
     floor_rps = n * len(rows) / sum(noop_walls)
+    signed_walls = [r[7] for r in rows]
+    signed_lat = [x for r in rows for x in r[8]]
+    signed_rps = n * len(rows) / sum(signed_walls)
+    signed_cpu = sum(r[9][0] for r in rows) / (n * len(rows))
+    signed_busy = statistics.mean(r[9][1] for r in rows)
     ms = lambda v: f"{v * 1000:.0f}"  # noqa: E731
     hold_cpu = sum(r[5][0] for r in rows) / (n * len(rows))
     noop_cpu = sum(r[6][0] for r in rows) / (n * len(rows))
@@ -241,9 +251,14 @@ def report(args, rows, failures, log_counts):
         ["POST /_bench/noop (floor)", f"{floor_rps:.0f}", "-", ms(statistics.median(noop_walls)),
          ms(c.percentile(noop_lat, 50)), ms(c.percentile(noop_lat, 99)), ms(max(noop_lat)),
          f"{noop_cpu * 1000:.2f}", f"{100 * noop_busy:.0f}%"],
+        ["POST /_bench/signed-in-noop", f"{signed_rps:.0f}", "-", ms(statistics.median(signed_walls)),
+         ms(c.percentile(signed_lat, 50)), ms(c.percentile(signed_lat, 99)), ms(max(signed_lat)),
+         f"{signed_cpu * 1000:.2f}", f"{100 * signed_busy:.0f}%"],
     ], ["endpoint", "req/s", "holds/s", "rush ms (median)", "p50 ms", "p99 ms", "max ms",
         "server CPU ms/req", "machine busy"]))
     print(f"ratio hold req/s / floor req/s = {hold_rps / floor_rps:.2f}   (goal >= 0.50)")
+    print(f"ratio signed-in no-op / floor  = {signed_rps / floor_rps:.2f}   (sign-in and CSRF alone, no work)")
+    print(f"ratio hold req/s / signed-in no-op req/s = {hold_rps / signed_rps:.2f}")
     print(f"ratio holds/s / floor req/s    = {holds_per_s / floor_rps:.2f}   "
           f"(at most {args.seats / n:.2f}: only {args.seats} of {n} requests can win)")
     print(f"invariants: {'OK' if not failures else f'{len(failures)} FAILED'} "
