@@ -6,11 +6,13 @@ from flask_login import current_user
 def register(app):
     @app.context_processor
     def nav_context():
-        if not current_user.is_authenticated:
-            return {"nav_accounts": []}
-        from app.accounts.services import accounts_of
+        def nav_accounts():  # asked by base.html's account menu: fragments never query it
+            if not current_user.is_authenticated:
+                return []
+            from app.accounts.services import accounts_of
 
-        return {"nav_accounts": accounts_of(current_user)}
+            return accounts_of(current_user)
+        return {"nav_accounts": nav_accounts}
 
     @app.template_filter("datetime")
     def format_datetime(value, fmt="%a %d %b %Y, %H:%M UTC"):

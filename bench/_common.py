@@ -197,6 +197,22 @@ def cpu_seconds(pid):
     return total + sum(cpu_seconds(int(child)) for child in children)
 
 
+def cpu_seconds_named(name):
+    """User + system CPU of every process called `name` (PostgreSQL's backends: "postgres"),
+    with that of their children already reaped (a backend that exited counts in the
+    postmaster's cutime/cstime)."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            head, fields = stat.read_text().rsplit(")", 1)
+        except OSError:
+            continue  # gone meanwhile
+        if head.split("(", 1)[1] == name:
+            fields = fields.split()
+            total += sum(int(v) for v in fields[11:15]) / _TICK
+    return total
+
+
 def machine_cpu():
     """(busy, total) jiffies of the whole machine, from /proc/stat."""
     values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
@@ -232,10 +248,11 @@ class Signer:
 
 # --------------------------------------------------------------------------- HTTP client
 
-def build_post(path, body, cookie):
+def build_post(path, body, cookie, headers=None):
     body = body.encode()
+    extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
     head = (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: {USER_AGENT}\r\n"
-            f"Cookie: {cookie}\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+            f"Cookie: {cookie}\r\nContent-Type: application/x-www-form-urlencoded\r\n{extra}"
             f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n")
     return head.encode() + body
 

@@ -4,13 +4,16 @@ same moment, on gunicorn (gthread) serving the real app, on SQLite and PostgreSQ
     .venv/bin/python bench/ticket_drop.py                 # both databases, 100 runs each
     .venv/bin/python bench/ticket_drop.py --db sqlite --runs 20 --workers 1 --threads 16
 
-Each run, on a new ticket type (capacity 50): one burst of 200 POSTs to a trivial
-CSRF-exempt endpoint of the same stack (bench/wsgi_bench.py, the floor) and one
-burst of 200 POST /checkout/hold, in alternating order, then one burst of 200
-signed-in, CSRF-checked no-op POSTs (what any hold costs before its own work).
-Invariants checked every run (exit 1 if any breaks): every answer is 302 or 409 (no
-5xx, no timeouts), 302s == held == sum of active holds == 50 (no oversell, no seat
-left while buyers were turned away), sold + held <= capacity, one expiry job
+Each run: one burst of 200 POSTs to a trivial CSRF-exempt endpoint of the same stack
+(bench/wsgi_bench.py, the floor) and one burst of 200 POST /checkout/hold as the event
+page's buy form sends it with JavaScript (htmx: HX-Request, X-CSRFToken; a win is a 204
+with HX-Redirect to checkout, a refusal a 409 fragment), in alternating order; then one
+burst of 200 signed-in, CSRF-checked no-op POSTs (what any hold costs before its own
+work) and one burst of the same form posted without JavaScript (a win is a 302 to
+checkout, a refusal a full 409 page). Each hold burst has its own new ticket type of
+50 seats. Invariants checked every run (exit 1 if any breaks): every answer a win or
+a 409 (no 5xx, no timeouts), wins == held == sum of active holds == 50 (no oversell,
+no seat left while buyers were turned away), sold + held <= capacity, one expiry job
 scheduled per second in which holds fall due, and no "database is locked" /
 Traceback in gunicorn's log.
 
@@ -21,9 +24,10 @@ opens its own connection (Connection: close) and all of a burst's start together
 
 Figures: req/s = requests of a burst / its wall time (first send to last answer),
 summed over the runs; holds/s = successful holds / the same time; latency per request;
-server CPU ms/req = CPU of gunicorn's processes over the burst / requests (PostgreSQL's
-own CPU not included); machine busy = all cores over the burst (other load included).
-The goal compares hold req/s with the floor's req/s (>= 0.50).
+server CPU ms/req = CPU of gunicorn's processes over the burst / requests; PostgreSQL
+CPU ms/req = the same of every postgres process on the machine; machine busy = all
+cores over the burst (other load included).
+The goal compares the htmx hold's req/s with the floor's req/s (>= 0.50).
 
     --app MODULE:APP   serve the holds from another module (to try a change out)
     --py-spy PATH      profile the hold server's workers with py-spy, print where the time goes
@@ -103,31 +107,73 @@ def new_ticket_type(app, event_id, seats, run):
         return ticket_type.id
 
 
-def counters(app, ticket_type_id):
-    """(capacity, sold, held, sum of active holds, distinct expiry seconds of all holds,
-    scheduled expiry jobs)."""
-    from sqlalchemy import select, text
+def hold_payloads(buyers, ticket_type_id, htmx=False):
+    """What the event page's buy form sends: with JavaScript, htmx posts it (HX-Request,
+    the CSRF token also in X-CSRFToken as base.html sets it); without, a plain form POST."""
+    payloads = []
+    for cookie, token in buyers:
+        headers = {"HX-Request": "true", "HX-Target": f"hold-result-{ticket_type_id}",
+                   "HX-Current-URL": "http://127.0.0.1/events/drop", "X-CSRFToken": token} if htmx else None
+        payloads.append(c.build_post("/checkout/hold", f"ticket_type_id={ticket_type_id}&quantity=1&csrf_token={token}",
+                                     cookie, headers))
+    return payloads
+
+
+# A seat taken: htmx is told where to go (204 + HX-Redirect), a plain form is redirected.
+HTMX_WIN = (204, b"\r\nHX-Redirect: /checkout/")
+PLAIN_WIN = (302, b"\r\nLocation: /checkout/")
+
+
+def check_holds(app, results, ticket_type_id, win, args):
+    """(seats won, problems) of one hold burst: every answer a win or a 409, wins ==
+    held == active holds == seats, never oversold."""
+    from sqlalchemy import text
+
+    from app.extensions import db
+
+    status, marker = win
+    wins = sum(1 for s, _, body in results if s == status and marker in body)
+    problems = []
+    odd = sorted({s for s, _, body in results if s != 409 and not (s == status and marker in body)})
+    if odd:
+        sample = next(body for s, _, body in results if s in odd)
+        problems.append(f"unexpected answers {odd}: " + sample[:300].decode(errors="replace"))
+    with app.app_context():
+        capacity, sold, held, active = db.session.execute(text(
+            "SELECT capacity, sold, held, (SELECT coalesce(sum(quantity), 0) FROM holds "
+            "WHERE ticket_type_id = :id AND status = 'active') FROM ticket_types WHERE id = :id"),
+            {"id": ticket_type_id}).one()
+        db.session.remove()
+    if sold + held > capacity:
+        problems.append(f"OVERSOLD: sold {sold} + held {held} > {capacity}")
+    if not (wins == held == active):
+        problems.append(f"wins {wins}, held {held}, active holds {active} differ")
+    if held != min(capacity, args.buyers):
+        problems.append(f"held {held}: seats left while buyers were turned away")
+    return wins, problems
+
+
+def expiry_jobs(app):
+    """(distinct seconds in which holds fall due, expiry jobs scheduled)."""
+    from sqlalchemy import select
 
     from app.extensions import db, redis
     from app.models import Hold
 
     with app.app_context():
-        row = db.session.execute(text(
-            "SELECT capacity, sold, held, (SELECT coalesce(sum(quantity), 0) FROM holds "
-            "WHERE ticket_type_id = :id AND status = 'active') FROM ticket_types WHERE id = :id"),
-            {"id": ticket_type_id}).one()
         seconds = {math.ceil(at.timestamp()) for at in db.session.scalars(select(Hold.expires_at))}
         db.session.remove()
         scheduled = redis.queue().scheduled_job_registry.count
-    return (*row, len(seconds), scheduled)
+    return len(seconds), scheduled
 
 
 def measured_burst(server, payloads):
-    """burst() plus the CPU the server's processes used and how busy the machine was."""
-    cpu, (busy, total) = c.cpu_seconds(server.proc.pid), c.machine_cpu()
+    """burst() plus the CPU the server's processes used, PostgreSQL's, and how busy the machine was."""
+    cpu, db_cpu, (busy, total) = c.cpu_seconds(server.proc.pid), c.cpu_seconds_named("postgres"), c.machine_cpu()
     results, wall = c.burst(server.port, payloads)
     busy2, total2 = c.machine_cpu()
-    return results, wall, (c.cpu_seconds(server.proc.pid) - cpu, (busy2 - busy) / max(total2 - total, 1))
+    return results, wall, (c.cpu_seconds(server.proc.pid) - cpu, (busy2 - busy) / max(total2 - total, 1),
+                           c.cpu_seconds_named("postgres") - db_cpu)
 
 
 def child(args):
@@ -153,50 +199,37 @@ def child(args):
         noop_payloads = [c.build_post("/_bench/noop", f"csrf_token={token}", cookie) for cookie, token in buyers]
         signed_payloads = [c.build_post("/_bench/signed-in-noop", f"csrf_token={token}", cookie)
                            for cookie, token in buyers]
-        rows = []  # per measured run: (hold wall, holds, noop wall, hold latencies, noop latencies)
-        total_holds = 0
+        rows = []  # per measured run: {burst name: (wall, latencies, (cpu, busy), wins)}
         started = time.monotonic()
         for run in range(args.runs + 1):  # run 0 warms both servers up and is not counted
             if run == 1 and args.py_spy:
                 spy = c.PySpy(args.py_spy, web.proc.pid, log_dir / "web.pyspy.txt")
-            ticket_type_id = new_ticket_type(app, event_id, args.seats, run)
-            hold_payloads = [c.build_post("/checkout/hold",
-                                          f"ticket_type_id={ticket_type_id}&quantity=1&csrf_token={token}", cookie)
-                             for cookie, token in buyers]
+            htmx_type = new_ticket_type(app, event_id, args.seats, 2 * run)
+            plain_type = new_ticket_type(app, event_id, args.seats, 2 * run + 1)
+            htmx_payloads = hold_payloads(buyers, htmx_type, htmx=True)
+            bursts = [("floor", floor, noop_payloads), ("hold", web, htmx_payloads)]
             if run % 2:
-                hold_results, hold_wall, hold_cpu = measured_burst(web, hold_payloads)
-                noop_results, noop_wall, noop_cpu = measured_burst(floor, noop_payloads)
-            else:
-                noop_results, noop_wall, noop_cpu = measured_burst(floor, noop_payloads)
-                hold_results, hold_wall, hold_cpu = measured_burst(web, hold_payloads)
-            signed_results, signed_wall, signed_cpu = measured_burst(floor, signed_payloads)
+                bursts.reverse()
+            bursts += [("signed", floor, signed_payloads), ("plain", web, hold_payloads(buyers, plain_type))]
+            measured = {name: measured_burst(server, payloads) for name, server, payloads in bursts}
 
-            statuses = [s for s, _, _ in hold_results]
-            wins = statuses.count(302)
-            total_holds += wins
-            capacity, sold, held, active, due_seconds, scheduled = counters(app, ticket_type_id)
             problems = []
-            if any(s not in (302, 409) for s in statuses):
-                odd = sorted({s for s in statuses if s not in (302, 409)})
-                problems.append(f"unexpected statuses {odd}: "
-                                + next(b for s, _, b in hold_results if s in odd)[:300].decode(errors="replace"))
-            if any(s != 204 for s, _, _ in noop_results + signed_results):
-                problems.append(f"noop statuses {sorted({s for s, _, _ in noop_results + signed_results})}")
-            if sold + held > capacity:
-                problems.append(f"OVERSOLD: sold {sold} + held {held} > {capacity}")
-            if not (wins == held == active):
-                problems.append(f"302s {wins}, held {held}, active holds {active} differ")
-            if held != min(capacity, args.buyers):
-                problems.append(f"held {held}: seats left while buyers were turned away")
+            wins = {}
+            for name, ticket_type_id, win in (("hold", htmx_type, HTMX_WIN), ("plain", plain_type, PLAIN_WIN)):
+                wins[name], found = check_holds(app, measured[name][0], ticket_type_id, win, args)
+                problems += [f"{name}: {problem}" for problem in found]
+            noop_statuses = {s for burst in ("floor", "signed") for s, _, _ in measured[burst][0]}
+            if noop_statuses != {204}:
+                problems.append(f"noop statuses {sorted(noop_statuses)}")
+            due_seconds, scheduled = expiry_jobs(app)
             if scheduled != due_seconds:
                 problems.append(f"{scheduled} expiry jobs scheduled for holds due in {due_seconds} seconds")
             if problems:
                 failures.append((run, problems))
                 print(f"run {run}: " + "; ".join(problems), flush=True)
             if run:
-                rows.append((hold_wall, wins, noop_wall, [lat for _, lat, _ in hold_results],
-                             [lat for _, lat, _ in noop_results], hold_cpu, noop_cpu,
-                             signed_wall, [lat for _, lat, _ in signed_results], signed_cpu))
+                rows.append({name: (wall, [lat for _, lat, _ in results], cpu, wins.get(name, 0))
+                             for name, (results, wall, cpu) in measured.items()})
             if run and run % 10 == 0:
                 print(f"  {run}/{args.runs} runs, {time.monotonic() - started:.0f} s", flush=True)
     finally:
@@ -221,48 +254,44 @@ def child(args):
     return 1 if failures else 0
 
 
+BURSTS = [  # (key, what the table calls it)
+    ("hold", "POST /checkout/hold (htmx form)"),
+    ("plain", "POST /checkout/hold (no JavaScript)"),
+    ("floor", "POST /_bench/noop (floor)"),
+    ("signed", "POST /_bench/signed-in-noop"),
+]
+
+
 def report(args, rows, failures, log_counts):
-    hold_walls = [r[0] for r in rows]
-    noop_walls = [r[2] for r in rows]
-    holds = sum(r[1] for r in rows)
-    hold_lat = [x for r in rows for x in r[3]]
-    noop_lat = [x for r in rows for x in r[4]]
     n = args.buyers
-    holds_per_s = holds / sum(hold_walls)
-    hold_rps = n * len(rows) / sum(hold_walls)
-    floor_rps = n * len(rows) / sum(noop_walls)
-    signed_walls = [r[7] for r in rows]
-    signed_lat = [x for r in rows for x in r[8]]
-    signed_rps = n * len(rows) / sum(signed_walls)
-    signed_cpu = sum(r[9][0] for r in rows) / (n * len(rows))
-    signed_busy = statistics.mean(r[9][1] for r in rows)
     ms = lambda v: f"{v * 1000:.0f}"  # noqa: E731
-    hold_cpu = sum(r[5][0] for r in rows) / (n * len(rows))
-    noop_cpu = sum(r[6][0] for r in rows) / (n * len(rows))
-    hold_busy = statistics.mean(r[5][1] for r in rows)
-    noop_busy = statistics.mean(r[6][1] for r in rows)
+    figures = {}
+    table = []
+    for key, label in BURSTS:
+        walls = [row[key][0] for row in rows]
+        latencies = [x for row in rows for x in row[key][1]]
+        rps = n * len(rows) / sum(walls)
+        figures[key] = rps
+        holds_per_s = f"{sum(row[key][3] for row in rows) / sum(walls):.0f}" if key in ("hold", "plain") else "-"
+        cpu = sum(row[key][2][0] for row in rows) / (n * len(rows))
+        db_cpu = sum(row[key][2][2] for row in rows) / (n * len(rows))
+        busy = statistics.mean(row[key][2][1] for row in rows)
+        table.append([label, f"{rps:.0f}", holds_per_s, ms(statistics.median(walls)),
+                      ms(c.percentile(latencies, 50)), ms(c.percentile(latencies, 99)), ms(max(latencies)),
+                      f"{cpu * 1000:.2f}", f"{db_cpu * 1000:.2f}" if args.db == "postgres" else "-",
+                      f"{100 * busy:.0f}%"])
     print()
     print(f"{args.db}: {len(rows)} runs x {n} buyers for {args.seats} seats; {args.app} on gunicorn gthread "
           f"{args.workers} workers x {args.threads} threads; load avg {os.getloadavg()[0]:.1f}")
-    print(c.table([
-        ["POST /checkout/hold", f"{hold_rps:.0f}", f"{holds_per_s:.0f}", ms(statistics.median(hold_walls)),
-         ms(c.percentile(hold_lat, 50)), ms(c.percentile(hold_lat, 99)), ms(max(hold_lat)),
-         f"{hold_cpu * 1000:.2f}", f"{100 * hold_busy:.0f}%"],
-        ["POST /_bench/noop (floor)", f"{floor_rps:.0f}", "-", ms(statistics.median(noop_walls)),
-         ms(c.percentile(noop_lat, 50)), ms(c.percentile(noop_lat, 99)), ms(max(noop_lat)),
-         f"{noop_cpu * 1000:.2f}", f"{100 * noop_busy:.0f}%"],
-        ["POST /_bench/signed-in-noop", f"{signed_rps:.0f}", "-", ms(statistics.median(signed_walls)),
-         ms(c.percentile(signed_lat, 50)), ms(c.percentile(signed_lat, 99)), ms(max(signed_lat)),
-         f"{signed_cpu * 1000:.2f}", f"{100 * signed_busy:.0f}%"],
-    ], ["endpoint", "req/s", "holds/s", "rush ms (median)", "p50 ms", "p99 ms", "max ms",
-        "server CPU ms/req", "machine busy"]))
-    print(f"ratio hold req/s / floor req/s = {hold_rps / floor_rps:.2f}   (goal >= 0.50)")
-    print(f"ratio signed-in no-op / floor  = {signed_rps / floor_rps:.2f}   (sign-in and CSRF alone, no work)")
-    print(f"ratio hold req/s / signed-in no-op req/s = {hold_rps / signed_rps:.2f}")
-    print(f"ratio holds/s / floor req/s    = {holds_per_s / floor_rps:.2f}   "
-          f"(at most {args.seats / n:.2f}: only {args.seats} of {n} requests can win)")
+    print(c.table(table, ["endpoint", "req/s", "holds/s", "rush ms (median)", "p50 ms", "p99 ms", "max ms",
+                          "server CPU ms/req", "PostgreSQL CPU ms/req", "machine busy"]))
+    floor = figures["floor"]
+    print(f"ratio hold req/s / floor req/s = {figures['hold'] / floor:.2f}   (goal >= 0.50; the htmx form, "
+          f"as a browser with JavaScript sends it)")
+    print(f"ratio no-JavaScript hold / floor = {figures['plain'] / floor:.2f}   (a full page for every refusal)")
+    print(f"ratio signed-in no-op / floor  = {figures['signed'] / floor:.2f}   (sign-in and CSRF alone, no work)")
     print(f"invariants: {'OK' if not failures else f'{len(failures)} FAILED'} "
-          f"(oversold 0, 302s == held == active holds, no 5xx); log: "
+          f"(oversold 0, wins == held == active holds, no 5xx); log: "
           + ", ".join(f"{k} x{v}" for k, v in log_counts.items()))
 
 

@@ -7,7 +7,8 @@ from sqlalchemy import func, select, update
 
 from app.checkout.jobs import expire_due_holds_job, expiry_job_id, sweep_expired_holds
 from app.extensions import db, redis
-from app.models import (AccessGrant, Hold, HoldStatus, Order, OrderStatus, Ticket, TicketType)
+from app.models import (AccessGrant, Hold, HoldStatus, Order, OrderStatus, Ticket, TicketType,
+                        WaitlistEntry)
 from app.models.base import utcnow
 from tests.conftest import csrf_token, post
 
@@ -24,9 +25,12 @@ def counters(ticket_type_id):
     return ticket_type.held, ticket_type.sold
 
 
-def take(client, ticket_type_id, quantity, page="/dashboard"):
+def take(client, ticket_type_id, quantity, page="/dashboard", **kwargs):
     return post(client, "/checkout/hold", {"ticket_type_id": ticket_type_id, "quantity": quantity},
-                token_from=page)
+                token_from=page, **kwargs)
+
+
+HTMX = {"HX-Request": "true"}  # what the event page's buy form sends with JavaScript
 
 
 def confirm(client, hold_id, method="free", key="key-1"):
@@ -140,6 +144,50 @@ def test_more_than_remaining_is_refused_with_what_is_left(user_client, make_even
     assert response.status_code == 409 and "Only 2 left" in response.get_data(as_text=True)
     assert counters(ticket_type_id) == (3, 0)
     assert db.session.scalar(select(func.count()).select_from(Hold).where(Hold.status == "active")) == 2
+
+
+def test_the_buy_form_posts_with_htmx_and_a_taken_hold_goes_to_checkout(user_client, free_event, ctx):
+    client, _ = user_client
+    event_id, ticket_type_id = free_event
+    page = client.get(f"/events/{event_id}").get_data(as_text=True)
+    assert 'hx-post="/checkout/hold"' in page and f'hx-target="#hold-result-{ticket_type_id}"' in page
+    assert f'id="hold-result-{ticket_type_id}"' in page
+    response = take(client, ticket_type_id, 2, headers=HTMX)
+    hold = db.session.scalar(select(Hold))
+    assert response.status_code == 204 and response.headers["HX-Redirect"] == f"/checkout/{hold.id}"
+    assert hold.quantity == 2 and counters(ticket_type_id) == (2, 0)
+
+
+def test_a_sold_out_refusal_is_said_beside_the_form_with_the_waitlist(user_client, make_event, make_ticket_type,
+                                                                       app, sign_in, make_user, ctx):
+    client, _ = user_client
+    event_id = make_event()
+    ticket_type_id = make_ticket_type(event_id, capacity=2)
+    make_user("bob@example.com")
+    bob = sign_in("bob@example.com", app.test_client())
+    assert take(bob, ticket_type_id, 1).status_code == 302
+    fewer = take(client, ticket_type_id, 2, headers=HTMX)
+    body = fewer.get_data(as_text=True)
+    assert fewer.status_code == 409 and "Only 1 left: choose fewer tickets." in body
+    assert "<html" not in body and "waitlist" not in body  # seats are left: no queue to join
+    assert take(bob, ticket_type_id, 2).status_code == 302  # Bob takes the last seat too
+    refused = take(client, ticket_type_id, 2, headers=HTMX)
+    body = refused.get_data(as_text=True)
+    assert refused.status_code == 409 and "Sold out." in body and "<html" not in body
+    assert 'action="/checkout/waitlist"' in body and f'value="{ticket_type_id}"' in body
+    assert 'name="quantity" value="2"' in body and "Join the waitlist for 2 tickets" in body
+    # Without JavaScript: the same on a page of its own, with the way back to the event
+    page = take(client, ticket_type_id, 2)
+    text = page.get_data(as_text=True)
+    assert page.status_code == 409 and "<html" in text and "Join the waitlist for 2 tickets" in text
+    assert f'href="/events/{event_id}"' in text
+    assert counters(ticket_type_id) == (2, 0)
+    assert db.session.scalar(select(func.count()).select_from(Hold).where(Hold.status == "active")) == 1
+    # The button there queues the buyer for what they asked
+    joined = post(client, "/checkout/waitlist", {"ticket_type_id": ticket_type_id, "quantity": 2},
+                  token_from="/dashboard")
+    assert joined.status_code == 302
+    assert db.session.scalar(select(WaitlistEntry.quantity).where(WaitlistEntry.status == "waiting")) == 2
 
 
 def test_a_new_hold_replaces_the_buyers_earlier_one(user_client, free_event, ctx):
@@ -266,10 +314,11 @@ def test_holds_falling_due_in_one_second_share_one_expiry_job(app, make_event, m
 
     ticket_type_id = make_ticket_type(make_event(), capacity=10)
     buyers = [make_user() for _ in range(3)]
-    holds = [services.hold_seats(db.session.get(User, buyer), ticket_type_id, 1) for buyer in buyers]
-    due = utcnow().replace(microsecond=0) + timedelta(minutes=5)
-    holds[0].expires_at, holds[1].expires_at = due - timedelta(milliseconds=400), due
-    holds[2].expires_at = due + timedelta(seconds=1)
+    lifetime = timedelta(minutes=app.config["HOLD_MINUTES"])
+    due = utcnow().replace(microsecond=0) + lifetime + timedelta(seconds=5)
+    taken_at = [due - lifetime - timedelta(milliseconds=400), due - lifetime, due - lifetime + timedelta(seconds=1)]
+    holds = [services.hold_seats(db.session.get(User, buyer), ticket_type_id, 1, now=at)
+             for buyer, at in zip(buyers, taken_at)]
     db.session.commit()
     with app.app_context():
         for hold in holds:

@@ -3,6 +3,7 @@ migrations gate, jobs through a real worker, the live database."""
 import importlib
 import subprocess
 import sys
+import time
 
 import pytest
 from sqlalchemy import select, text
@@ -177,3 +178,28 @@ def test_demo_seed_is_ready_to_try_the_stage_and_idempotent(app, ctx):
     fan = users["fan@example.com"]
     assert can(fan, "stage.appear", event, event.main_room.id) and not can(fan, "stage.manage", event)
     assert len(db.session.scalars(select(AccessGrant)).all()) == 2
+
+
+def test_connections_the_database_closed_are_replaced_without_an_error(user_client, app):
+    """PostgreSQL restarted or dropped our idle connections: the next pages still load
+    (the pool's checkout sees the hang-up on the socket and connects anew)."""
+    with app.app_context():
+        engine = db.engines[None]
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite has no server to hang up")
+    import psycopg
+
+    client, _ = user_client
+    assert client.get("/dashboard").status_code == 200  # the pool holds a connection now
+    url = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(url, autocommit=True) as admin:
+        others = ("SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                  "AND pid <> pg_backend_pid() AND backend_type = 'client backend'")
+        pids = [pid for (pid,) in admin.execute(others)]
+        assert pids
+        admin.execute("SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) AS pid", (pids,))
+        deadline = time.monotonic() + 10
+        while set(pids) & {pid for (pid,) in admin.execute(others)} and time.monotonic() < deadline:
+            time.sleep(0.05)
+    for _ in range(3):
+        assert client.get("/dashboard").status_code == 200

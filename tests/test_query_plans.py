@@ -13,12 +13,12 @@ from sqlalchemy import event
 from app.access.services import grant_role
 from app.extensions import db
 from app.models import Event, User
-from tests.conftest import post
+from tests.conftest import csrf_token, post
 
 SEEDED = ("permissions", "roles", "role_permissions", "role_inheritances")
 
 
-def captured_selects(app, request_page):
+def captured_selects(app, request_page, status=200):
     statements = []
 
     def capture(conn, cursor, statement, parameters, context, executemany):
@@ -34,7 +34,7 @@ def captured_selects(app, request_page):
     finally:
         for engine in engines:
             event.remove(engine, "before_cursor_execute", capture)
-    assert response.status_code == 200
+    assert response.status_code == status
     return statements
 
 
@@ -83,6 +83,25 @@ def test_pages_only_run_indexed_queries(app, busy_event, page):
     for engine, statement, parameters in statements:
         scans, plan = full_scans(engine, statement, parameters)
         assert not scans, f"full scan in:\n{statement}\n{plan}"
+
+
+def test_a_hold_finds_the_buyers_own_holds_by_their_index(app, user_client, make_event, make_ticket_type, ctx):
+    """In a drop thousands of holds are active at once: the hold's read must reach the
+    buyer's own through holds_user_type_idx, not walk every active hold (what SQLite
+    chose through the status index before it existed)."""
+    client, _ = user_client
+    ticket_type_id = make_ticket_type(make_event())
+    token = csrf_token(client, "/dashboard")
+    statements = captured_selects(app, lambda: client.post(
+        "/checkout/hold", data={"ticket_type_id": ticket_type_id, "quantity": 1, "csrf_token": token}), status=302)
+    reads = [(engine, statement, parameters) for engine, statement, parameters in statements
+             if "FROM holds" in statement]
+    assert reads, "the hold read no holds?"
+    for engine, statement, parameters in reads:
+        scans, plan = full_scans(engine, statement, parameters)
+        assert not scans, f"full scan in:\n{statement}\n{plan}"
+        if engine.dialect.name == "sqlite":
+            assert "holds_user_type_idx" in plan, plan
 
 
 def test_the_checker_sees_a_full_scan(app, ctx):

@@ -10,7 +10,7 @@ from datetime import timedelta
 
 from email_validator import EmailNotValidError, validate_email
 from flask import current_app
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 
 from app.access.services import merge_pending_profiles
@@ -30,6 +30,15 @@ TOO_MANY_TRIES = "Too many wrong tries for this code. Ask for a new one."
 
 class SignInError(DomainError):
     status = 400
+
+
+# Built once: Flask-Login loads the user on every signed-in request.
+_USER_BY_ID = select(User).where(User.id == bindparam("user_id"))
+
+
+def load_user(user_id):
+    """Flask-Login's user loader: the signed-in user, or None once they are gone."""
+    return db.session.scalars(_USER_BY_ID, {"user_id": user_id}).one_or_none()
 
 
 def normalize_email(raw):

@@ -8,7 +8,7 @@ from app.checkout import bp, services, waitlist
 from app.checkout.jobs import notify_waitlist_offers, schedule_hold_expiry
 from app.errors import DomainError, NotFound
 from app.extensions import db
-from app.htmx import redirect_to
+from app.htmx import redirect_to, render_page
 from app.jobs.email import queue_email
 from app.models import HoldStatus, Order, PaymentMethod, WaitlistStatus
 from app.models.base import utcnow
@@ -16,7 +16,12 @@ from app.models.base import utcnow
 @bp.post("/checkout/hold")
 @login_required
 def hold():
-    hold = services.hold_seats(current_user, request.form.get("ticket_type_id"), request.form.get("quantity"))
+    try:
+        hold = services.hold_seats(current_user, request.form.get("ticket_type_id"), request.form.get("quantity"))
+    except services.SoldOut as sold_out:  # said where the buyer clicked, with the waitlist when none is left
+        db.session.rollback()
+        return render_page("checkout/hold_refused.html", "checkout/_hold_refused.html", status=409,
+                           sold_out=sold_out)
     db.session.commit()
     schedule_hold_expiry(hold)
     return redirect_to(url_for("checkout.show", hold_id=hold.id))

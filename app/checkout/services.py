@@ -9,21 +9,21 @@ most once, whatever runs at the same time (an expiry job, the sweep, the buyer).
 import logging
 import secrets
 from collections import defaultdict
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from flask import current_app
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import joinedload
 
 from app.access.services import grant_role
 from app.errors import DomainError, NotFound
 from app.extensions import db
 from app.integrations import stripe
-from app.models import (EventStatus, GrantSource, Hold, HoldStatus, Order, OrderItem, OrderStatus,
+from app.models import (Event, EventStatus, GrantSource, Hold, HoldStatus, Order, OrderItem, OrderStatus,
                         PaymentMethod, Retailer, Ticket, TicketStatus, TicketType, User)
-from app.models.base import utcnow
+from app.models.base import new_id, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,13 @@ UPGRADE_ROLE = "vip"  # attendee + a place in the backstage queue
 
 
 class SoldOut(DomainError):
+    """Fewer seats left than asked for. With none left (`left` 0) the waitlist is open."""
+
     status = 409
+
+    def __init__(self, left, quantity, ticket_type_id, event_id):
+        super().__init__("Sold out." if left <= 0 else f"Only {left} left: choose fewer tickets.")
+        self.left, self.quantity, self.ticket_type_id, self.event_id = left, quantity, ticket_type_id, event_id
 
 
 class HoldGone(DomainError):
@@ -52,53 +58,87 @@ def parse_quantity(raw, ticket_type):
     return quantity
 
 
-def check_on_sale(ticket_type, now):
-    event = ticket_type.event
-    if event.status != EventStatus.ACTIVE or event.ends_at <= now:
+# A ticket type's terms of sale as one row: its event's state, the sales window, the
+# seats left, and how many the asking user holds already. Statements built once at
+# import: in a drop, building them on every request cost more than running them.
+_own_active_seats = (
+    select(func.coalesce(func.sum(Hold.quantity), 0))
+    .where(Hold.user_id == bindparam("user_id"), Hold.ticket_type_id == TicketType.id,
+           Hold.status == HoldStatus.ACTIVE)
+    .scalar_subquery())
+_SALE_TERMS = (
+    select(TicketType.event_id, TicketType.max_per_order, TicketType.sales_starts_at, TicketType.sales_ends_at,
+           (TicketType.capacity - TicketType.sold - TicketType.held).label("available"),
+           Event.status.label("event_status"), Event.ends_at.label("event_ends_at"),
+           _own_active_seats.label("own_held"))
+    .join(Event, Event.id == TicketType.event_id)
+    .where(TicketType.id == bindparam("ticket_type_id")))
+_TAKE_SEATS = (
+    update(TicketType)
+    .where(TicketType.id == bindparam("ticket_type_id"),
+           TicketType.sold + TicketType.held + bindparam("quantity") <= TicketType.capacity)
+    .values(held=TicketType.held + bindparam("quantity")))
+_INSERT_HOLD = insert(Hold)
+
+
+def sale_terms(ticket_type_id, user_id=None):
+    """(event_id, max_per_order, sales_starts_at, sales_ends_at, available, event_status,
+    event_ends_at, own_held), read in the caller's transaction."""
+    terms = db.session.connection().execute(
+        _SALE_TERMS, {"ticket_type_id": ticket_type_id, "user_id": user_id}).first()
+    if terms is None:
+        raise NotFound("There is no such ticket.")
+    return terms
+
+
+def check_on_sale(terms, now):
+    """`terms` as sale_terms() reads them."""
+    if terms.event_status != EventStatus.ACTIVE or terms.event_ends_at <= now:
         raise DomainError("This event is not selling tickets.", 409)
-    if ticket_type.sales_starts_at and now < ticket_type.sales_starts_at:
+    if terms.sales_starts_at and now < terms.sales_starts_at:
         raise DomainError("Sales for this ticket have not started yet.", 409)
-    if ticket_type.sales_ends_at and now >= ticket_type.sales_ends_at:
+    if terms.sales_ends_at and now >= terms.sales_ends_at:
         raise DomainError("Sales for this ticket have ended.", 409)
 
 
-def _sold_out(left):
-    return SoldOut("Sold out." if left <= 0 else f"Only {left} left: choose fewer tickets.")
+@dataclass(frozen=True)
+class NewHold:
+    """What hold_seats made: enough to schedule its expiry and send the buyer to checkout."""
+
+    id: str
+    ticket_type_id: str
+    quantity: int
+    expires_at: datetime
 
 
 def hold_seats(user, ticket_type_id, raw_quantity, now=None):
-    """Reserve seats for HOLD_MINUTES. Replaces the buyer's earlier hold on the same type."""
+    """Reserve seats for HOLD_MINUTES. Replaces the buyer's earlier hold on the same type.
+
+    In a drop this runs for every buyer at once: one read, and for those who get
+    seats one conditional UPDATE and one INSERT, all in Core (no ORM objects)."""
     now = now or utcnow()
-    ticket_type = db.session.get(TicketType, ticket_type_id, options=[joinedload(TicketType.event)])
-    if ticket_type is None:
-        raise NotFound("There is no such ticket.")
-    quantity = parse_quantity(raw_quantity, ticket_type)
-    check_on_sale(ticket_type, now)
-    earlier = db.session.execute(select(Hold.id, Hold.quantity).where(
-        Hold.user_id == user.id, Hold.ticket_type_id == ticket_type.id, Hold.status == HoldStatus.ACTIVE)).all()
+    terms = sale_terms(ticket_type_id, user.id)
+    quantity = parse_quantity(raw_quantity, terms)
+    check_on_sale(terms, now)
     # Sold out as just read (the buyer's own hold counts as free: it is replaced): say so
     # without writing. In a drop most buyers land here, and a refusal that takes no write
     # lock keeps the database free for those still getting seats. The conditional UPDATE
     # below remains the guard against overselling; a seat freed since this read goes to
     # the next buyer, as it would have a moment later anyway.
-    within_reach = ticket_type.available + sum(q for _, q in earlier)
+    within_reach = max(terms.available, 0) + terms.own_held
     if within_reach < quantity:
-        raise _sold_out(within_reach)
-    for hold_id, _ in earlier:
-        release_hold(hold_id, HoldStatus.RELEASED, now)
-    taken = db.session.execute(
-        update(TicketType)
-        .where(TicketType.id == ticket_type.id,
-               TicketType.sold + TicketType.held + quantity <= TicketType.capacity)
-        .values(held=TicketType.held + quantity)
-        .execution_options(synchronize_session=False)).rowcount
-    if not taken:
-        db.session.refresh(ticket_type)
-        raise _sold_out(ticket_type.available)
-    hold = Hold(ticket_type_id=ticket_type.id, event_id=ticket_type.event_id, user_id=user.id,
-                quantity=quantity, expires_at=now + timedelta(minutes=current_app.config["HOLD_MINUTES"]))
-    db.session.add(hold)
-    db.session.flush()
+        raise SoldOut(within_reach, quantity, ticket_type_id, terms.event_id)
+    if terms.own_held:
+        for hold_id in db.session.scalars(select(Hold.id).where(
+                Hold.user_id == user.id, Hold.ticket_type_id == ticket_type_id, Hold.status == HoldStatus.ACTIVE)):
+            release_hold(hold_id, HoldStatus.RELEASED, now)
+    connection = db.session.connection()
+    if not connection.execute(_TAKE_SEATS, {"ticket_type_id": ticket_type_id, "quantity": quantity}).rowcount:
+        raise SoldOut(max(sale_terms(ticket_type_id).available, 0), quantity, ticket_type_id, terms.event_id)
+    hold = NewHold(new_id(), ticket_type_id, quantity, now + timedelta(minutes=current_app.config["HOLD_MINUTES"]))
+    connection.execute(_INSERT_HOLD, {
+        "id": hold.id, "ticket_type_id": ticket_type_id, "event_id": terms.event_id, "user_id": user.id,
+        "quantity": quantity, "status": HoldStatus.ACTIVE, "expires_at": hold.expires_at, "created_at": now})
     return hold
 
 

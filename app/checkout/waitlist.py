@@ -61,18 +61,16 @@ def _waiting_entry(user_id, ticket_type_id):
 def join_waitlist(user, ticket_type_id, raw_quantity, now=None):
     """Queue the user for a sold-out ticket type. Flushes; the caller commits."""
     now = now or utcnow()
-    ticket_type = db.session.get(TicketType, ticket_type_id, options=[joinedload(TicketType.event)])
-    if ticket_type is None:
-        raise NotFound("There is no such ticket.")
-    quantity = services.parse_quantity(raw_quantity, ticket_type)
-    services.check_on_sale(ticket_type, now)
-    if ticket_type.available > 0:
+    terms = services.sale_terms(ticket_type_id)
+    quantity = services.parse_quantity(raw_quantity, terms)
+    services.check_on_sale(terms, now)
+    if terms.available > 0:
         raise DomainError("This ticket is not sold out: you can buy it now.", 409)
-    if _active_hold(user.id, ticket_type.id, now):
+    if _active_hold(user.id, ticket_type_id, now):
         raise DomainError("Seats are already reserved for you: complete your checkout.", 409)
-    if _waiting_entry(user.id, ticket_type.id):
+    if _waiting_entry(user.id, ticket_type_id):
         raise DomainError("You are already on the waitlist for this ticket.", 409)
-    entry = WaitlistEntry(ticket_type_id=ticket_type.id, event_id=ticket_type.event_id, user_id=user.id,
+    entry = WaitlistEntry(ticket_type_id=ticket_type_id, event_id=terms.event_id, user_id=user.id,
                           quantity=quantity, created_at=now)
     db.session.add(entry)
     try:
@@ -81,7 +79,7 @@ def join_waitlist(user, ticket_type_id, raw_quantity, now=None):
         raise DomainError("You are already on the waitlist for this ticket.", 409) from None
     # Seats freed since the sold-out read (and promoted before this entry existed) go
     # to the queue now rather than sit on open sale.
-    promote_waitlist(ticket_type.id, now)
+    promote_waitlist(ticket_type_id, now)
     return entry
 
 
@@ -146,9 +144,9 @@ def promote_waitlist(ticket_type_id, now=None):
     free = counters.capacity - counters.sold - counters.held
     if free <= 0:
         return []
-    ticket_type = db.session.get(TicketType, ticket_type_id, options=[joinedload(TicketType.event)])
+    terms = services.sale_terms(ticket_type_id)
     try:
-        services.check_on_sale(ticket_type, now)
+        services.check_on_sale(terms, now)
     except DomainError:
         return []  # sales closed: nothing to offer
     # Someone already holding seats of this type (their own checkout) keeps their place for later.
@@ -178,7 +176,7 @@ def promote_waitlist(ticket_type_id, now=None):
     if not taken:
         return []  # cannot happen while we hold the counter row; the CHECK would refuse anyway
     expires_at = now + timedelta(minutes=current_app.config["WAITLIST_OFFER_MINUTES"])
-    holds = [Hold(id=new_id(), ticket_type_id=ticket_type_id, event_id=ticket_type.event_id, user_id=entry.user_id,
+    holds = [Hold(id=new_id(), ticket_type_id=ticket_type_id, event_id=terms.event_id, user_id=entry.user_id,
                   quantity=quantity, status=HoldStatus.ACTIVE, expires_at=expires_at, created_at=now)
              for entry, quantity in offers]
     db.session.add_all(holds)

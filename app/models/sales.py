@@ -24,7 +24,9 @@ class Hold(db.Model):
         CheckConstraint("quantity > 0", name="quantity"),
         CheckConstraint(check_in("status", list(HoldStatus)), name="status"),
         Index("holds_status_expires_idx", "status", "expires_at"),
-        Index("holds_user_created_idx", "user_id", "created_at"),
+        # A buyer's own active holds of a type (replaced by a new hold, counted by the
+        # waitlist): without it SQLite walks every active hold of a drop.
+        Index("holds_user_type_idx", "user_id", "ticket_type_id", "status"),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)

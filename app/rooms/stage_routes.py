@@ -79,10 +79,10 @@ def backstage(room_id):
 def join_queue(room_id):
     room, event = services.room_for(current_user, room_id, "stage.appear")
     try:
-        entry, error = _run(lambda: stage.join_queue(room, current_user))
+        _, error = _run(lambda: stage.join_queue(room, current_user))
     except IntegrityError:  # the same person's second click at the same moment: one place stands
         db.session.rollback()
-        entry, error = None, None
+        error = None
     if error:
         return _panel(room, event, error.status, error.message)
     stage.announce(room.id, current_user.id)

@@ -81,6 +81,32 @@ def test_find_an_event_take_a_ticket_and_get_checked_in_once(
     expect(visitor.get_by_test_id("ticket-status")).to_contain_text("checked in")
 
 
+@pytest.mark.browser
+def test_the_last_seat_goes_to_one_buyer_and_the_other_is_offered_the_waitlist_in_place(
+        new_page, browser_sign_in, make_user, make_event, make_ticket_type, ctx):
+    event_id = make_event(name="Harbour Lights")
+    make_ticket_type(event_id, name="Standing", capacity=1)
+    make_user("ana@example.com", name="Ana")
+    make_user("ben@example.com", name="Ben")
+    ana = browser_sign_in(new_page(), "ana@example.com")
+    ben = browser_sign_in(new_page(), "ben@example.com")
+    for buyer in (ana, ben):  # both have the event page open with one seat left
+        buyer.goto(f"/events/{event_id}")
+        expect(buyer.get_by_test_id("availability")).to_have_text("1 left")
+
+    ana.get_by_role("button", name="Get tickets").click()
+    expect(ana).to_have_url(re.compile(r"/checkout/[0-9a-f]{32}$"))  # htmx was told where to go
+
+    # Ben clicks a moment later: told beside the form, without leaving the page.
+    ben.get_by_role("button", name="Get tickets").click()
+    refusal = ben.get_by_test_id("hold-refused")
+    expect(refusal).to_contain_text("Sold out.")
+    expect(ben).to_have_url(re.compile(rf"/events/{event_id}$"))
+    screenshot(ben, "hold-refused")
+    refusal.get_by_role("button", name="Join the waitlist for 1 ticket").click()
+    expect(ben.get_by_test_id("waitlist-position")).to_contain_text("number 1")
+
+
 # A camera and a QR reader for a browser that has neither (Linux chromium has no
 # BarcodeDetector): a canvas stream stands in for the camera, and the "detector"
 # sees whatever code the test puts in front of it.
