@@ -46,15 +46,16 @@ class HoldGone(DomainError):
     status = 410
 
 
-def parse_quantity(raw, ticket_type):
+def parse_quantity(raw, terms):
+    """`terms` as sale_terms() reads them."""
     try:
         quantity = int(raw)
     except (TypeError, ValueError):
         raise DomainError("Choose how many tickets you want.", 422) from None
     if quantity < 1:
         raise DomainError("Choose at least one ticket.", 422)
-    if quantity > ticket_type.max_per_order:
-        raise DomainError(f"You can take at most {ticket_type.max_per_order} of these per order.", 422)
+    if quantity > terms.max_per_order:
+        raise DomainError(f"You can take at most {terms.max_per_order} of these per order.", 422)
     return quantity
 
 
