@@ -272,11 +272,11 @@ def report(args, rows, failures, log_counts):
         latencies = [x for row in rows for x in row[key][1]]
         rps = n * len(rows) / sum(walls)
         figures[key] = rps
-        holds_per_s = f"{sum(row[key][3] for row in rows) / sum(walls):.0f}" if key in ("hold", "plain") else "-"
+        holds_cell = f"{sum(row[key][3] for row in rows) / sum(walls):.0f}" if key in ("hold", "plain") else "-"
         cpu = sum(row[key][2][0] for row in rows) / (n * len(rows))
         db_cpu = sum(row[key][2][2] for row in rows) / (n * len(rows))
         busy = statistics.mean(row[key][2][1] for row in rows)
-        table.append([label, f"{rps:.0f}", holds_per_s, ms(statistics.median(walls)),
+        table.append([label, f"{rps:.0f}", holds_cell, ms(statistics.median(walls)),
                       ms(c.percentile(latencies, 50)), ms(c.percentile(latencies, 99)), ms(max(latencies)),
                       f"{cpu * 1000:.2f}", f"{db_cpu * 1000:.2f}" if args.db == "postgres" else "-",
                       f"{100 * busy:.0f}%"])
@@ -286,10 +286,13 @@ def report(args, rows, failures, log_counts):
     print(c.table(table, ["endpoint", "req/s", "holds/s", "rush ms (median)", "p50 ms", "p99 ms", "max ms",
                           "server CPU ms/req", "PostgreSQL CPU ms/req", "machine busy"]))
     floor = figures["floor"]
+    holds_per_s = sum(row["hold"][3] for row in rows) / sum(row["hold"][0] for row in rows)
     print(f"ratio hold req/s / floor req/s = {figures['hold'] / floor:.2f}   (goal >= 0.50; the htmx form, "
           f"as a browser with JavaScript sends it)")
     print(f"ratio no-JavaScript hold / floor = {figures['plain'] / floor:.2f}   (a full page for every refusal)")
     print(f"ratio signed-in no-op / floor  = {figures['signed'] / floor:.2f}   (sign-in and CSRF alone, no work)")
+    print(f"ratio holds/s / floor req/s    = {holds_per_s / floor:.2f}   "
+          f"(at most {args.seats / n:.2f}: only {args.seats} of {n} requests can win)")
     print(f"invariants: {'OK' if not failures else f'{len(failures)} FAILED'} "
           f"(oversold 0, wins == held == active holds, no 5xx); log: "
           + ", ".join(f"{k} x{v}" for k, v in log_counts.items()))
